@@ -112,7 +112,10 @@ def test_master_yields_to_better_master_after_one_final_advert():
     e, clock = started(advskew=50)
     to_master(e, clock)
     acts = e.on_advert(PEER_HIGHER, 1, 10)
-    assert acts == [SendAdvert(1, 50), Transition(State.MASTER, State.BACKUP, Reason.PREFERRED_MASTER)]
+    assert acts == [
+        SendAdvert(1, 50),
+        Transition(State.MASTER, State.BACKUP, Reason.PREFERRED_MASTER),
+    ]
     assert e.state is State.BACKUP
     clock.advance(1)
     assert e.tick() == []  # no adverts while backup
@@ -217,7 +220,10 @@ def test_step_down_sends_bow_out_and_holds():
     e, clock = started()
     to_master(e, clock)
     acts = e.step_down(Reason.STEP_DOWN, hold_s=4)
-    assert acts == [SendAdvert(BOW_OUT, BOW_OUT), Transition(State.MASTER, State.BACKUP, Reason.STEP_DOWN)]
+    assert acts == [
+        SendAdvert(BOW_OUT, BOW_OUT),
+        Transition(State.MASTER, State.BACKUP, Reason.STEP_DOWN),
+    ]
     clock.advance(3)
     assert e.tick() == []
     clock.advance(1)
@@ -236,7 +242,10 @@ def test_shutdown_from_master_bows_out_and_never_claims_again():
     e, clock = started()
     to_master(e, clock)
     acts = e.shutdown()
-    assert acts == [SendAdvert(BOW_OUT, BOW_OUT), Transition(State.MASTER, State.BACKUP, Reason.SHUTDOWN)]
+    assert acts == [
+        SendAdvert(BOW_OUT, BOW_OUT),
+        Transition(State.MASTER, State.BACKUP, Reason.SHUTDOWN),
+    ]
     clock.advance(100)
     assert e.tick() == []
     assert e.next_deadline() is None

@@ -1,0 +1,545 @@
+"""One validated configuration model and its loaders.
+
+Sources, lowest precedence first: built-in defaults, a YAML/TOML/JSON file (its
+top-level VIP fields are defaults for every entry of `vips`), `VIP_SIDECAR_*`
+environment variables, FreeBSD rc.conf `ucarp_*` variables, command-line flags. A
+field set inside one `vips` entry always wins for that VIP.
+
+Every problem raises ConfigError naming the field and what is accepted; the CLI prints
+it on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import AddressValueError, IPv4Address
+from pathlib import Path
+from typing import Any
+
+from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
+
+ENV_PREFIX = "VIP_SIDECAR_"
+LOG_FORMATS = ("text", "json")
+SYSLOG_FACILITIES = (
+    "auth authpriv cron daemon ftp kern lpr mail mark news security syslog user uucp "
+    "local0 local1 local2 local3 local4 local5 local6 local7 none"
+).split()
+BUILTIN_PROVIDERS = ("alias", "aws", "kubernetes", "script")
+
+
+class ConfigError(ValueError):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field_name = field_name
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    interface: str
+    srcip: IPv4Address
+    vhid: int
+    password: bytes
+    addr: IPv4Address
+    addr_text: str  # scripts get the address exactly as the operator wrote it
+    name: str
+    advbase: int = 1
+    advskew: int = 0
+    deadratio: int = 3
+    preempt: bool = False
+    neutral: bool = False
+    mcast: IPv4Address = DEFAULT_GROUP
+    nomcast: bool = False
+    peers: tuple[IPv4Address, ...] = ()
+    upscript: str | None = None
+    downscript: str | None = None
+    xparam: str | None = None
+    script_timeout: float = 30.0
+    ignoreifstate: bool = False
+    garp: bool = True
+    replay_protection: bool = False
+    real_mac: bool = False
+    providers: tuple[ProviderSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    vips: tuple[VipConfig, ...]
+    shutdown: bool = True
+    daemonize: bool = False
+    facility: str = "daemon"
+    debug: bool = False
+    log_format: str = "text"
+    http: str | None = None
+    status_socket: str | None = None
+    shutdown_timeout: float = 10.0
+    provider_hold_s: float = 2.0
+    provider_hold_max_s: float = 60.0
+    demote_step: int = 100
+    warnings: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------- parsers
+def _c_int(text: str) -> int:
+    """C base-0 integers like ucarp's strtol: 0x10 = 16, 010 = 8, 10 = 10."""
+    t = text.strip().lower()
+    neg = t.startswith("-")
+    t = t.lstrip("+-")
+    if t.startswith("0x"):
+        value = int(t[2:], 16)
+    elif len(t) > 1 and t.startswith("0"):
+        value = int(t[1:], 8)
+    else:
+        value = int(t, 10)
+    return -value if neg else value
+
+
+def _int_range(lo: int, hi: int | None) -> Callable[[Any], int]:
+    accepted = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def parse(value: Any) -> int:
+        try:
+            n = (
+                value
+                if isinstance(value, int) and not isinstance(value, bool)
+                else _c_int(str(value))
+            )
+        except ValueError:
+            raise ValueError(f"must be {accepted}, got {value!r}") from None
+        if n < lo or (hi is not None and n > hi):
+            raise ValueError(f"must be {accepted}, got {value!r}")
+        return n
+
+    return parse
+
+
+def _float_pos(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number of seconds > 0, got {value!r}") from None
+    if f <= 0:
+        raise ValueError(f"must be a number of seconds > 0, got {value!r}")
+    return f
+
+
+def _ipv4(value: Any) -> IPv4Address:
+    try:
+        return IPv4Address(str(value).strip())
+    except AddressValueError:
+        raise ValueError(f"must be an IPv4 address like 192.0.2.10, got {value!r}") from None
+
+
+def _ipv4_nonzero(value: Any) -> IPv4Address:
+    ip = _ipv4(value)
+    if int(ip) == 0:
+        raise ValueError("must not be 0.0.0.0")
+    return ip
+
+
+def _addr_text(value: Any) -> str:
+    """The VIP, validated but kept as written: scripts receive the original text."""
+    text = str(value).strip()
+    _ipv4_nonzero(text)
+    return text
+
+
+def _multicast(value: Any) -> IPv4Address:
+    ip = _ipv4(value)
+    if not ip.is_multicast:
+        raise ValueError(f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
+    return ip
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "yes", "true", "on", "y"):
+        return True
+    if text in ("0", "no", "false", "off", "n", ""):
+        return False
+    raise ValueError(f"must be a boolean (yes/no/true/false/1/0), got {value!r}")
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _interface(value: Any) -> str:
+    text = _text(value)
+    if len(text) > 15 or "/" in text or " " in text:
+        raise ValueError(
+            f"must be a Linux interface name (<= 15 chars, no '/' or spaces), got {text!r}"
+        )
+    return text
+
+
+def _password(value: Any) -> bytes:
+    raw = value if isinstance(value, bytes) else os.fsencode(str(value))
+    if not raw:
+        raise ValueError("must not be empty")
+    if len(raw) > MAX_PASSWORD_LEN:
+        raise ValueError(
+            f"must be 1..{MAX_PASSWORD_LEN} bytes (ucarp's limit), got {len(raw)} bytes"
+        )
+    return raw
+
+
+def read_passfile(path: str) -> bytes:
+    """ucarp semantics: the first line, only its first '\\n' stripped (a '\\r' is kept)."""
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(511)
+    except OSError as exc:
+        raise ValueError(f"unable to open passfile {path} for reading: {exc.strerror}") from None
+    if not line:
+        raise ValueError(f"error reading passfile {path}: unexpected end of file")
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    return line
+
+
+def _peers(value: Any) -> tuple[IPv4Address, ...]:
+    items: list[Any]
+    if isinstance(value, str):
+        items = [v for v in value.replace(",", " ").split() if v]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"must be a list of IPv4 addresses, got {value!r}")
+    return tuple(_ipv4_nonzero(v) for v in items)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _providers(value: Any) -> tuple[ProviderSpec, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of provider names or mappings, got {value!r}")
+    specs = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            specs.append(ProviderSpec(name=item))
+            continue
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ValueError(f"entry {i} must be a name or a mapping with 'name', got {item!r}")
+        opts = dict(item)
+        name = str(opts.pop("name"))
+        timeout = _float_pos(opts.pop("timeout", 30.0))
+        specs.append(ProviderSpec(name=name, options=opts, timeout=timeout))
+    for spec in specs:
+        if spec.name not in BUILTIN_PROVIDERS and "." not in spec.name:
+            raise ValueError(
+                f"unknown provider {spec.name!r}; accepted: {', '.join(BUILTIN_PROVIDERS)} "
+                "or a dotted module path"
+            )
+    return tuple(specs)
+
+
+# Per-VIP fields and the parser of each. Keys are the names used in files and in
+# VIP_SIDECAR_<KEY>; "pass"/"passfile" become VipConfig.password.
+VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "interface": _interface,
+    "srcip": _ipv4_nonzero,
+    "vhid": _int_range(1, 255),
+    "pass": _password,
+    "passfile": _text,
+    "addr": _addr_text,
+    "name": _text,
+    "advbase": _int_range(0, 255),
+    "advskew": _int_range(0, 255),
+    "deadratio": _int_range(1, None),
+    "preempt": _bool,
+    "neutral": _bool,
+    "mcast": _multicast,
+    "nomcast": _bool,
+    "peers": _peers,
+    "upscript": _text,
+    "downscript": _text,
+    "xparam": str,
+    "script_timeout": _float_pos,
+    "ignoreifstate": _bool,
+    "disable_garp": _bool,
+    "replay_protection": _bool,
+    "real_mac": _bool,
+    "providers": _providers,
+}
+
+GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "shutdown": _bool,
+    "daemonize": _bool,
+    "facility": _choice(tuple(SYSLOG_FACILITIES)),
+    "debug": _bool,
+    "log_format": _choice(LOG_FORMATS),
+    "http": _text,
+    "status_socket": _text,
+    "shutdown_timeout": _float_pos,
+    "provider_hold_s": _float_pos,
+    "provider_hold_max_s": _float_pos,
+    "demote_step": _int_range(1, 255),
+}
+
+ALIASES = {"password": "pass", "mcastip": "mcast", "peer": "peers", "if": "interface"}
+
+
+def _normalise_key(key: str) -> str:
+    k = key.strip().lower().replace("-", "_")
+    return ALIASES.get(k, k)
+
+
+def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = _normalise_key(key)
+        shown = f"{where}{key.upper()}" if where == ENV_PREFIX else f"{where}{key}"
+        if k not in allowed:
+            raise ConfigError(shown, f"unknown field; accepted: {', '.join(sorted(allowed))}")
+        parser = VIP_FIELDS.get(k) or GLOBAL_FIELDS[k]
+        try:
+            out[k] = parser(value)
+        except ValueError as exc:
+            raise ConfigError(shown, str(exc)) from None
+    return out
+
+
+# ---------------------------------------------------------------------------- sources
+def load_file(path: str) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON file into a plain mapping."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if p.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml  # only when a YAML file is used
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # every parser has its own error type
+        raise ConfigError("config", f"{path} is not valid {p.suffix or 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must contain a mapping at the top level")
+    return data
+
+
+def load_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        out[key[len(ENV_PREFIX) :].lower()] = value
+    return out
+
+
+# FreeBSD port net/ucarp rc.d script: rc.conf variable -> our field (spec 7.1)
+RC_CONF_MAP = {
+    "ucarp_if": "interface",
+    "ucarp_src": "srcip",
+    "ucarp_addr": "addr",
+    "ucarp_vhid": "vhid",
+    "ucarp_pass": "pass",
+    "ucarp_passfile": "passfile",
+    "ucarp_preempt": "preempt",
+    "ucarp_shutdown": "shutdown",
+    "ucarp_facility": "facility",
+    "ucarp_xparam": "xparam",
+    "ucarp_upscript": "upscript",
+    "ucarp_downscript": "downscript",
+    "ucarp_deadratio": "deadratio",
+    "ucarp_advbase": "advbase",
+    "ucarp_advskew": "advskew",
+}
+RC_CONF_IGNORED = {"ucarp_enable"}
+
+
+def parse_rc_conf(text: str) -> tuple[dict[str, Any], list[str]]:
+    """Parse shell-style `ucarp_*="value"` assignments; returns (fields, ucarp_flags argv).
+
+    Lines that are not ucarp_* assignments are ignored, as rc.subr would for this
+    service. `ucarp_flags` is returned separately and parsed like command-line flags.
+    """
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].strip()
+        name, sep, rest = stripped.partition("=")
+        if not sep or not name.startswith("ucarp_"):
+            continue
+        try:
+            tokens = shlex.split(rest, comments=True)
+        except ValueError as exc:
+            raise ConfigError(
+                f"rc.conf line {lineno} ({name})", f"bad shell quoting: {exc}"
+            ) from None
+        values[name.strip()] = tokens[0] if tokens else ""
+    fields: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in RC_CONF_IGNORED or name == "ucarp_flags":
+            continue
+        if name not in RC_CONF_MAP:
+            raise ConfigError(
+                name, f"unknown ucarp rc.conf variable; accepted: {', '.join(sorted(RC_CONF_MAP))}"
+            )
+        fields[RC_CONF_MAP[name]] = value
+    # rc.d script: ucarp_vhid defaults to 1, ucarp_shutdown to YES; passfile wins over pass
+    fields.setdefault("vhid", "1")
+    fields.setdefault("shutdown", "YES")
+    for required in ("ucarp_if", "ucarp_src", "ucarp_addr"):
+        if not values.get(required):
+            raise ConfigError(required, "parameter required to start")
+    if "passfile" in fields:
+        fields.pop("pass", None)
+    return fields, shlex.split(values.get("ucarp_flags", ""))
+
+
+# ---------------------------------------------------------------------------- assembly
+def build_config(
+    file_data: Mapping[str, Any] | None = None,
+    env: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge the layers (lowest first: file, env, overrides) and validate everything."""
+    file_data = dict(file_data or {})
+    raw_vips = file_data.pop("vips", None)
+    all_fields = set(VIP_FIELDS) | set(GLOBAL_FIELDS)
+    common: dict[str, Any] = {}
+    for where, layer in (("", file_data), (ENV_PREFIX, env or {}), ("", overrides or {})):
+        common.update(_parse_fields(layer, where, all_fields))
+    globals_ = {k: common.pop(k) for k in list(common) if k in GLOBAL_FIELDS}
+    warnings: list[str] = []
+    if raw_vips is None:
+        entries: list[dict[str, Any]] = [{}]
+    elif isinstance(raw_vips, list) and raw_vips:
+        entries = []
+        for i, item in enumerate(raw_vips):
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"vips[{i}]", "must be a mapping of VIP fields")
+            entries.append(_parse_fields(item, f"vips[{i}].", set(VIP_FIELDS)))
+    else:
+        raise ConfigError("vips", "must be a non-empty list of VIP mappings")
+    vips = tuple(
+        _make_vip({**common, **entry}, f"vips[{i}]." if raw_vips else "", warnings)
+        for i, entry in enumerate(entries)
+    )
+    _check_unique(vips)
+    return Config(vips=vips, warnings=tuple(warnings), **globals_)
+
+
+def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
+    for required, what in (
+        ("interface", "a network interface name (-i/--interface)"),
+        ("srcip", "this host's persistent source address (-s/--srcip)"),
+        ("vhid", "a virtual host id 1..255 (-v/--vhid)"),
+        ("addr", "the virtual IPv4 address (-a/--addr)"),
+    ):
+        if required not in f:
+            raise ConfigError(where + required, f"missing; you must supply {what}")
+    if "passfile" in f:
+        try:
+            password = _password(read_passfile(f["passfile"]))
+        except ValueError as exc:
+            raise ConfigError(where + "passfile", str(exc)) from None
+        mode = os.stat(f["passfile"]).st_mode
+        if mode & stat.S_IROTH:
+            warnings.append(f"{where}passfile {f['passfile']} is readable by others")
+    elif "pass" in f:
+        password = f["pass"]
+    else:
+        raise ConfigError(
+            where + "pass", "missing; supply a password with -p/--pass or -o/--passfile"
+        )
+    addr = IPv4Address(f["addr"])
+    advbase, advskew = f.get("advbase", 1), f.get("advskew", 0)
+    if advbase == 0 and advskew == 0:
+        raise ConfigError(where + "advbase", "advbase and advskew cannot both be 0")
+    peers = f.get("peers", ())
+    if f["srcip"] in peers:
+        raise ConfigError(where + "peers", f"must not contain this node's own srcip {f['srcip']}")
+    providers = f.get("providers")
+    if providers is None:
+        has_scripts = f.get("upscript") or f.get("downscript")
+        providers = (ProviderSpec("script"),) if has_scripts else ()
+    for script_field in ("upscript", "downscript"):
+        script = f.get(script_field)
+        if script and not os.access(script, os.X_OK):
+            warnings.append(f"{where}{script_field} {script} is not an executable file (yet)")
+    if not (f.get("upscript") or f.get("downscript")) and any(
+        p.name == "script" for p in providers
+    ):
+        warnings.append(f"{where}providers: 'script' is listed but no upscript/downscript is set")
+    return VipConfig(
+        interface=f["interface"],
+        srcip=f["srcip"],
+        vhid=f["vhid"],
+        password=password,
+        addr=addr,
+        addr_text=f["addr"],
+        name=f.get("name", f"vhid{f['vhid']}"),
+        advbase=advbase,
+        advskew=advskew,
+        deadratio=f.get("deadratio", 3),
+        preempt=f.get("preempt", False),
+        neutral=f.get("neutral", False),
+        mcast=f.get("mcast", DEFAULT_GROUP),
+        nomcast=f.get("nomcast", False),
+        peers=peers,
+        upscript=f.get("upscript"),
+        downscript=f.get("downscript"),
+        xparam=f.get("xparam"),
+        script_timeout=f.get("script_timeout", 30.0),
+        ignoreifstate=f.get("ignoreifstate", False),
+        garp=not f.get("disable_garp", False),
+        replay_protection=f.get("replay_protection", False),
+        real_mac=f.get("real_mac", False),
+        providers=tuple(providers),
+    )
+
+
+def _check_unique(vips: tuple[VipConfig, ...]) -> None:
+    seen: dict[tuple[str, int], int] = {}
+    names: set[str] = set()
+    for i, vip in enumerate(vips):
+        key = (vip.interface, vip.vhid)
+        if key in seen:
+            raise ConfigError(
+                f"vips[{i}].vhid",
+                f"vhid {vip.vhid} on {vip.interface} is already used by vips[{seen[key]}]",
+            )
+        seen[key] = i
+        if vip.name in names:
+            raise ConfigError(f"vips[{i}].name", f"duplicate VIP name {vip.name!r}")
+        names.add(vip.name)

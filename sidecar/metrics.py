@@ -1,0 +1,149 @@
+"""Prometheus exposition of the runtime's counters, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from sidecar.stats import Histogram
+
+if TYPE_CHECKING:
+    from sidecar.runtime import Runtime
+
+STATE_VALUES = {"INIT": 0, "BACKUP": 1, "MASTER": 2}
+
+
+def _hist(fam: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
+    fam.add_metric(labels, h.cumulative(), sum_value=h.total)
+
+
+class RuntimeCollector:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.runtime
+        vl = ["vip", "vhid", "interface"]
+        state = GaugeMetricFamily(
+            "vip_sidecar_state", "CARP state per VIP: 0 init, 1 backup, 2 master", labels=vl
+        )
+        is_master = GaugeMetricFamily(
+            "vip_sidecar_is_master", "1 if this node is MASTER", labels=vl
+        )
+        advskew = GaugeMetricFamily(
+            "vip_sidecar_advskew", "Effective advskew (configured + demotion)", labels=vl
+        )
+        demotion = GaugeMetricFamily("vip_sidecar_demotion", "Current demotion", labels=vl)
+        sent = CounterMetricFamily("vip_sidecar_adverts_sent", "Adverts sent", labels=["vip"])
+        recv = CounterMetricFamily(
+            "vip_sidecar_adverts_received", "Valid adverts received", labels=["vip"]
+        )
+        send_err = CounterMetricFamily(
+            "vip_sidecar_send_errors", "Failed advert writes", labels=["vip"]
+        )
+        drops = CounterMetricFamily(
+            "vip_sidecar_packets_dropped",
+            "Received packets dropped, by reason",
+            labels=["interface", "vip", "reason"],
+        )
+        trans = CounterMetricFamily(
+            "vip_sidecar_transitions",
+            "State transitions by reason",
+            labels=["vip", "from_state", "to_state", "reason"],
+        )
+        vetoes = CounterMetricFamily(
+            "vip_sidecar_promotion_vetoes", "Promotions refused by a provider", labels=["vip"]
+        )
+        repairs = CounterMetricFamily(
+            "vip_sidecar_provider_repairs",
+            "Drift repaired by a provider check while master",
+            labels=["vip", "provider"],
+        )
+        pfail = CounterMetricFamily(
+            "vip_sidecar_provider_failures",
+            "Provider action failures",
+            labels=["vip", "provider", "action"],
+        )
+        pdur = HistogramMetricFamily(
+            "vip_sidecar_provider_action_duration_seconds",
+            "Provider action duration",
+            labels=["vip", "provider", "action"],
+        )
+        phase = HistogramMetricFamily(
+            "vip_sidecar_failover_phase_seconds",
+            "Time from detection to each failover phase (elected, provider:<name>, complete)",
+            labels=["vip", "phase"],
+        )
+        late = HistogramMetricFamily(
+            "vip_sidecar_advert_lateness_seconds",
+            "How late adverts left compared with their schedule",
+            labels=["vip"],
+        )
+        for inst in rt.instances:
+            name, st = inst.cfg.name, inst.stats
+            lv = [name, str(inst.cfg.vhid), inst.cfg.interface]
+            state.add_metric(lv, STATE_VALUES[inst.election.state.name])
+            is_master.add_metric(lv, 1 if inst.election.state.name == "MASTER" else 0)
+            advskew.add_metric(lv, inst.election.advskew)
+            demotion.add_metric(lv, inst.election.demotion)
+            sent.add_metric([name], st.adverts_sent)
+            recv.add_metric([name], st.adverts_received)
+            send_err.add_metric([name], st.send_errors)
+            for reason, n in st.drops.items():
+                drops.add_metric([inst.cfg.interface, name, reason], n)
+            for (a, b, r), n in st.transitions.items():
+                trans.add_metric([name, a, b, r], n)
+            vetoes.add_metric([name], st.vetoes)
+            for prov, n in st.repairs.items():
+                repairs.add_metric([name, prov], n)
+            for (prov, action), n in st.provider_failures.items():
+                pfail.add_metric([name, prov, action], n)
+            for (prov, action), h in st.provider_durations.items():
+                _hist(pdur, [name, prov, action], h)
+            for ph, h in st.phases.items():
+                _hist(phase, [name, ph], h)
+            _hist(late, [name], st.advert_lateness)
+        for (iface, reason), n in rt.iface_drops.items():
+            drops.add_metric([iface, "", reason], n)
+        yield from (
+            state,
+            is_master,
+            advskew,
+            demotion,
+            sent,
+            recv,
+            send_err,
+            drops,
+            trans,
+            vetoes,
+            repairs,
+            pfail,
+            pdur,
+            phase,
+            late,
+        )
+
+
+def render(runtime: Runtime) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    return generate_latest(registry)
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    """Samples by name (test and tooling helper) using prometheus-client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out

@@ -1,0 +1,255 @@
+"""The process: sockets per interface, dispatch by vhid, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from providers.base import Provider, load_provider
+from sidecar import carp, netif
+from sidecar.config import Config
+from sidecar.election import Reason, State
+from sidecar.instance import VipInstance
+from sidecar.log import RateLimitedWarnings, event
+from sidecar.transport import InterfaceTransport
+
+HOUSEKEEPING_S = 1.0
+USR2_HOLD_S = 3.0  # ucarp sleeps 3 s after a SIGUSR2 demotion
+
+
+def node_name() -> str:
+    return os.environ.get("NODE_NAME") or os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def build_providers(config: Config) -> dict[str, list[Provider]]:
+    """Instantiate (and so validate) every configured provider before anything runs."""
+    return {
+        vip.name: [load_provider(spec, vip, config) for spec in vip.providers]
+        for vip in config.vips
+    }
+
+
+class Runtime:
+    def __init__(self, config: Config, providers: dict[str, list[Provider]] | None = None) -> None:
+        self.config = config
+        self._providers = providers if providers is not None else build_providers(config)
+        self.transports: dict[str, InterfaceTransport] = {}
+        self.instances: list[VipInstance] = []
+        self._by_vhid: dict[tuple[str, int], VipInstance] = {}
+        self._own_src: dict[str, set[Any]] = {}
+        self.iface_drops: Counter[tuple[str, str]] = Counter()
+        self._stop = asyncio.Event()
+        self.stop_signal: str | None = None
+        self.started_at = time.time()
+        self.loop_heartbeat = 0.0
+        self._warn = RateLimitedWarnings()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._carrier: dict[str, bool] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for vip in self.config.vips:
+            transport = self.transports.get(vip.interface)
+            if transport is None:
+                transport = InterfaceTransport(vip.interface)
+                self.transports[vip.interface] = transport
+                event(
+                    logging.INFO,
+                    f"Local advertised ethernet address is [{netif.format_mac(transport.mac)}]",
+                    interface=vip.interface,
+                )
+            if not vip.peers and not vip.nomcast:
+                transport.join(vip.mcast)
+            self._own_src.setdefault(vip.interface, set()).add(vip.srcip)
+            inst = VipInstance(
+                vip, self.config, transport, self._providers.get(vip.name, []), node_name()
+            )
+            self.instances.append(inst)
+            self._by_vhid[(vip.interface, vip.vhid)] = inst
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGUSR1, self.log_states)
+        loop.add_signal_handler(signal.SIGUSR2, self.demote_masters)
+        for transport in self.transports.values():
+            loop.add_reader(transport.fileno(), self._on_readable, transport)
+        await asyncio.gather(*(inst.start() for inst in self.instances))
+        self._housekeeper = asyncio.ensure_future(self._housekeeping())
+
+    def request_stop(self, why: str = "request") -> None:
+        if not self._stop.is_set():
+            event(
+                logging.WARNING,
+                f"{why} received: shutting down gracefully",
+                event="stop",
+                signal=why,
+            )
+            self.stop_signal = why
+            self._stop.set()
+
+    async def shutdown(self) -> None:
+        timeout = self.config.shutdown_timeout
+        waits = [min(timeout / 2, 3 * inst.election.interval_s()) for inst in self.instances]
+        await asyncio.gather(
+            *(inst.stop(wait, timeout) for inst, wait in zip(self.instances, waits, strict=True))
+        )
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        loop = asyncio.get_running_loop()
+        for transport in self.transports.values():
+            loop.remove_reader(transport.fileno())
+            transport.close()
+        for sig in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGQUIT,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+        ):
+            loop.remove_signal_handler(sig)
+        event(logging.INFO, "stopped", event="stopped")
+
+    # -- receive ---------------------------------------------------------------------
+    def _on_readable(self, transport: InterfaceTransport) -> None:
+        for received in transport.receive():
+            if received.incoming:
+                self.dispatch(transport.ifname, received.data)
+
+    def dispatch(self, ifname: str, data: bytes) -> carp.DropReason | None:
+        """Checks 1-7 of spec section 2, then hand the packet to the vhid's instance."""
+        pkt = carp.decode_ip(data)
+        if isinstance(pkt, carp.DropReason):
+            return self._drop(ifname, pkt, None)
+        if pkt.src in self._own_src.get(ifname, ()):
+            return self._drop(ifname, carp.DropReason.OWN_PACKET, None)
+        inst = self._by_vhid.get((ifname, pkt.adv.vhid))
+        if pkt.ttl != carp.CARP_TTL:
+            self._warn.warn(
+                f"ttl/{ifname}",
+                f"Bad TTL: [{pkt.ttl}]",
+                interface=ifname,
+                event="drop",
+                reason="bad_ttl",
+                src=str(pkt.src),
+            )
+            return self._drop(ifname, carp.DropReason.BAD_TTL, inst)
+        if pkt.adv.version != carp.CARP_VERSION:
+            self._warn.warn(
+                f"ver/{ifname}",
+                f"Bad version: [{pkt.adv.version}]",
+                interface=ifname,
+                event="drop",
+                reason="bad_version",
+            )
+            return self._drop(ifname, carp.DropReason.BAD_VERSION, inst)
+        if inst is None:
+            event(logging.DEBUG, f"Ignoring vhid: [{pkt.adv.vhid}]", interface=ifname)
+            return self._drop(ifname, carp.DropReason.UNKNOWN_VHID, None)
+        return inst.on_packet(pkt)
+
+    def _drop(
+        self, ifname: str, reason: carp.DropReason, inst: VipInstance | None
+    ) -> carp.DropReason:
+        if inst is not None:
+            inst.stats.drops[reason.value] += 1
+        else:
+            self.iface_drops[(ifname, reason.value)] += 1
+        return reason
+
+    # -- signals ---------------------------------------------------------------------
+    def log_states(self) -> None:
+        for inst in self.instances:
+            event(
+                logging.INFO,
+                inst.state_line(),
+                vip=inst.cfg.name,
+                event="usr1",
+                state=inst.election.state.name,
+            )
+
+    def demote_masters(self) -> None:
+        for inst in self.instances:
+            if inst.election.state is State.MASTER:
+                event(
+                    logging.WARNING,
+                    "Caught signal (USR2) considering going down",
+                    vip=inst.cfg.name,
+                    event="usr2",
+                )
+                inst.apply(inst.election.step_down(Reason.STEP_DOWN, USR2_HOLD_S))
+
+    # -- housekeeping ----------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        while True:
+            self.loop_heartbeat = time.monotonic()
+            for ifname in self.transports:
+                self._check_carrier(ifname)
+            for inst in self.instances:
+                inst.housekeeping()
+            await asyncio.sleep(HOUSEKEEPING_S)
+
+    def _check_carrier(self, ifname: str) -> None:
+        state = netif.link_state(ifname)
+        up = state.carrier
+        if self._carrier.get(ifname, True) != up:
+            level = logging.INFO if up else logging.ERROR
+            what = (
+                "carrier is back"
+                if up
+                else ("has no carrier" if state.exists else "has disappeared")
+            )
+            event(
+                level, f"interface {ifname} {what}", interface=ifname, event="carrier", carrier=up
+            )
+        self._carrier[ifname] = up
+        for inst in self.instances:
+            if inst.cfg.interface == ifname and not inst.cfg.ignoreifstate:
+                inst.apply(inst.election.set_carrier(up))
+
+    # -- views -----------------------------------------------------------------------
+    def healthy(self, now: float | None = None) -> tuple[bool, str]:
+        """Alive = the housekeeping loop ran recently and every MASTER advertised on time."""
+        now = time.monotonic() if now is None else now
+        if now - self.loop_heartbeat > 5 * HOUSEKEEPING_S:
+            return False, f"event loop stalled for {now - self.loop_heartbeat:.1f}s"
+        for inst in self.instances:
+            if inst.election.state is State.MASTER and inst.last_advert_sent:
+                late = now - inst.last_advert_sent
+                if late > 3 * inst.election.interval_s() + 1:
+                    return False, f"{inst.cfg.name}: no advertisement sent for {late:.1f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.instances:
+            return False, "not started"
+        not_ready = [i.cfg.name for i in self.instances if not i.ready]
+        if not_ready:
+            return False, f"provider initialisation failed for {', '.join(not_ready)}"
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        ok, why = self.healthy()
+        rdy, rwhy = self.ready()
+        return {
+            "node": node_name(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "healthy": ok,
+            "health_detail": why,
+            "ready": rdy,
+            "ready_detail": rwhy,
+            "vips": [inst.status() for inst in self.instances],
+            "interface_drops": {f"{i}/{r}": n for (i, r), n in self.iface_drops.items()},
+        }

@@ -1,0 +1,135 @@
+"""Raw IP-protocol-112 sockets for one interface.
+
+Receive: an AF_PACKET datagram socket (IP packets without the link header) with a
+classic BPF filter for protocol 112. Unlike a raw IP socket it also sees packets with a
+bad IP checksum and broadcast-MAC (--nomcast) frames for a group we did not join, so
+every check of spec section 2 can be done, and counted, in user space.
+
+Send: multicast/broadcast adverts and gratuitous ARPs are whole Ethernet frames written
+on an AF_PACKET socket (ucarp's exact frame, source MAC 00:00:5e:00:00:<vhid>); unicast
+adverts to --peer addresses go through a raw IP socket so the kernel routes them and
+resolves the next hop, which is what clouds without multicast need.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from sidecar import netif
+from sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
+
+ETH_P_IP = 0x0800
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+MAX_PACKET = 1500
+
+
+class TransportError(RuntimeError):
+    pass
+
+
+def _bpf_carp_only() -> bytes:
+    """ldb [9]; jeq #112 → accept, else drop. Offsets are from the IP header."""
+    insns = [
+        (0x30, 0, 0, 9),  # BPF_LD|BPF_B|BPF_ABS  k=9 (IP protocol)
+        (0x15, 0, 1, PROTO_CARP),  # BPF_JMP|BPF_JEQ|BPF_K
+        (0x06, 0, 0, 0xFFFF),  # BPF_RET|BPF_K accept
+        (0x06, 0, 0, 0),  # BPF_RET|BPF_K drop
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in insns)
+
+
+_BPF_PROGRAM = _bpf_carp_only()
+
+
+def _attach_filter(sock: socket.socket) -> None:
+    buf = ctypes.create_string_buffer(_BPF_PROGRAM)
+    fprog = struct.pack("HL", len(_BPF_PROGRAM) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    data: bytes
+    incoming: bool
+
+
+class InterfaceTransport:
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+            hwtype, self.mac = netif.hardware_address(ifname)
+        except OSError as exc:
+            raise TransportError(f"interface {ifname}: {exc.strerror or exc}") from None
+        self.ethernet = hwtype == netif.ARPHRD_ETHER
+        try:
+            # protocol 0 until the filter is on, so nothing unfiltered gets queued
+            self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+            _attach_filter(self.rx)
+            self.rx.bind((ifname, ETH_P_IP))
+            self.rx.setblocking(False)
+            self.tx_l2 = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            self.tx_l2.bind((ifname, 0))
+            self.tx_l2.setblocking(False)
+            self.tx_ip = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.tx_ip.setblocking(False)
+        except PermissionError:
+            raise TransportError(
+                f"interface {ifname}: raw sockets need CAP_NET_RAW (run as root or grant it)"
+            ) from None
+        self._memberships: dict[IPv4Address, socket.socket] = {}
+
+    def fileno(self) -> int:
+        return self.rx.fileno()
+
+    def join(self, group: IPv4Address) -> None:
+        """IGMP membership so that snooping switches forward the group to us."""
+        if group in self._memberships:
+            return
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        mreqn = group.packed + b"\0\0\0\0" + struct.pack("i", self.ifindex)
+        try:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        except OSError as exc:
+            s.close()
+            raise TransportError(
+                f"Can't do IP_ADD_MEMBERSHIP {group} on {self.ifname}: {exc.strerror}"
+            ) from None
+        self._memberships[group] = s
+
+    def receive(self, limit: int = 64) -> list[Received]:
+        out: list[Received] = []
+        for _ in range(limit):
+            try:
+                data, addr = self.rx.recvfrom(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                break
+            out.append(Received(data, addr[2] != PACKET_OUTGOING))
+        return out
+
+    def send_multicast(
+        self, packet: bytes, vhid: int, group: IPv4Address, *, broadcast: bool, real_mac: bool
+    ) -> None:
+        if not self.ethernet:
+            self.send_unicast(packet, group)
+            return
+        dst = BROADCAST_MAC if broadcast else group_mac(group)
+        src = self.mac if real_mac else virtual_mac(vhid)
+        self.tx_l2.send(encode_ethernet(packet, dst, src, ETH_P_IP))
+
+    def send_unicast(self, packet: bytes, dst: IPv4Address) -> None:
+        self.tx_ip.sendto(packet, (str(dst), 0))
+
+    def send_frame(self, frame: bytes) -> None:
+        self.tx_l2.send(frame)
+
+    def close(self) -> None:
+        for s in (self.rx, self.tx_l2, self.tx_ip, *self._memberships.values()):
+            s.close()
+        self._memberships.clear()
