@@ -246,6 +246,23 @@ class Topology:
         self.hosts.append(host)
         return host
 
+    def attach_root(self) -> str:
+        """Give the test process itself a leg on the bridge (10.<net>.0.254) so servers
+        it starts (moto, fake IMDS, fake apiserver) are reachable from every host.
+        The veth pair disappears with the hub namespace in close()."""
+        if getattr(self, "_root_ip", None):
+            return self._root_ip  # type: ignore[no-any-return]
+        root_if = f"vr{self.tag}"[:15]
+        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", "proot",
+           "netns", self.hub)
+        self.hub_run("ip", "link", "set", "proot", "master", "br0")
+        self.hub_run("ip", "link", "set", "proot", "up")
+        ip = f"10.{self.net}.0.254"
+        sh("ip", "addr", "add", f"{ip}/24", "dev", root_if)
+        sh("ip", "link", "set", root_if, "up")
+        self._root_ip = ip
+        return ip
+
     def hub_run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh(*argv, check=check, ns=self.hub)
 
