@@ -297,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.status_client import print_status
 
         return print_status(ns.socket, ns.url, ns.json)
+    only: str | None = None
+    if ns.command == "check" and getattr(ns, "providers", None):
+        # `check --provider aws` selects which configured provider to preflight
+        only = ns.providers[0]
+        del ns.providers
     try:
         config = load_config(ns, dict(os.environ))
         from sidecar.runtime import build_providers
@@ -308,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "check":
         from sidecar.preflight import run_checks
 
-        return asyncio.run(run_checks(config, providers, ns.check_provider))
+        return asyncio.run(run_checks(config, providers, only))
     return run(config, providers)
 
 
