@@ -64,6 +64,7 @@ class Provider:
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         self.spec = spec
+        self.name = spec.label
         self.vip = vip
         self.config = config
         self.timeout = spec.timeout

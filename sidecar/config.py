@@ -44,6 +44,11 @@ class ProviderSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 30.0
+    id: str = ""  # distinguishes two providers of one kind (e.g. two scripts)
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,12 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
         opts = dict(item)
         name = str(opts.pop("name"))
         timeout = _float_pos(opts.pop("timeout", 30.0))
-        specs.append(ProviderSpec(name=name, options=opts, timeout=timeout))
+        pid = str(opts.pop("id", ""))
+        specs.append(ProviderSpec(name=name, options=opts, timeout=timeout, id=pid))
+    labels = [s.label for s in specs]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ValueError(f"provider {label!r} appears twice; give each one a distinct 'id'")
     for spec in specs:
         if spec.name not in BUILTIN_PROVIDERS and "." not in spec.name:
             raise ValueError(

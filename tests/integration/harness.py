@@ -223,6 +223,9 @@ class Topology:
         self.hub_run("ip", "link", "add", "br0", "type", "bridge")
         # no IGMP snooping: keep the bridge a dumb L2 segment, like a cloud-less LAN
         self.hub_run("ip", "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+        # no br_netfilter: it silently drops malformed IPv4, which we must see to count
+        self.hub_run("ip", "link", "set", "br0", "type", "bridge", "nf_call_iptables", "0")
+        self.hub_run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", check=False)
         self.hub_run("ip", "link", "set", "br0", "up")
         for i in range(1, self.n + 1):
             self.add_host(i)
@@ -285,18 +288,18 @@ class Topology:
     def block_multicast(self) -> None:
         """Drop every IPv4 multicast packet crossing the bridge (what clouds do)."""
         self.hub_run("nft", "add", "table", "bridge", "vipt")
-        self.hub_run("nft", "add", "chain", "bridge", "vipt", "fwd",
+        self.hub_run("nft", "add", "chain", "bridge", "vipt", "vipfwd",
                      "{ type filter hook forward priority 0; }")
-        self.hub_run("nft", "add", "rule", "bridge", "vipt", "fwd", "ip", "daddr",
+        self.hub_run("nft", "add", "rule", "bridge", "vipt", "vipfwd", "ip", "daddr",
                      "224.0.0.0/4", "drop")
 
     def block_carp_between(self, a: Host, b: Host) -> None:
         """Partition: drop protocol 112 between two hosts' bridge ports."""
         self.hub_run("nft", "add", "table", "bridge", "part")
-        self.hub_run("nft", "add", "chain", "bridge", "part", "fwd",
+        self.hub_run("nft", "add", "chain", "bridge", "part", "partfwd",
                      "{ type filter hook forward priority 0; }")
         for x, y in ((a, b), (b, a)):
-            self.hub_run("nft", "add", "rule", "bridge", "part", "fwd", "ether", "saddr", "!=",
+            self.hub_run("nft", "add", "rule", "bridge", "part", "partfwd", "ether", "saddr", "!=",
                          "00:00:00:00:00:00", "ip", "saddr", x.ip, "ip", "protocol", "112",
                          "iifname", self.port_of(x), "oifname", self.port_of(y), "drop")
 
@@ -314,6 +317,36 @@ class Topology:
             proc.stop()
         for ns in reversed(self._namespaces):
             sh("ip", "netns", "del", ns, check=False)
+
+
+SNIFFER = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(int(sys.argv[2], 0)))
+s.bind((sys.argv[1], 0))
+while True:
+    data, addr = s.recvfrom(2048)
+    if addr[2] != socket.PACKET_OUTGOING:
+        print(f"{time.time():.6f} {data.hex()}", flush=True)
+"""
+
+
+class Sniffer(Proc):
+    """Captures frames of one ethertype on a host's interface: `ts hex` per line."""
+
+    def __init__(self, topo: Topology, host: Host, ethertype: int) -> None:
+        super().__init__(host, [sys.executable, "-c", SNIFFER, host.ifname, hex(ethertype)],
+                         topo.workdir / f"sniff-{host.ns}-{ethertype:x}.log")
+        topo.procs.append(self)
+
+    def frames(self) -> list[tuple[float, bytes]]:
+        out = []
+        for line in self.text().splitlines():
+            ts, _, hexdata = line.partition(" ")
+            try:
+                out.append((float(ts), bytes.fromhex(hexdata)))
+            except ValueError:
+                continue
+        return out
 
 
 def inject_frame(host: Host, frame: bytes) -> None:

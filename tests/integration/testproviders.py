@@ -1,0 +1,51 @@
+"""Providers used only by tests to inject failures (loaded by dotted module path).
+
+Behaviour is switched at run time through files, so a test can make a running daemon's
+provider fail, hang or veto without restarting it. Every call is appended to `log`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from providers.base import Provider, Veto, VipContext
+from sidecar.config import Config, ProviderSpec, VipConfig
+
+
+class FaultyProvider(Provider):
+    name = "faulty"
+    can_veto = True
+
+    def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
+        super().__init__(spec, vip, config)
+        opts = spec.options
+        self.fail_file = Path(str(opts.get("fail_file", "/nonexistent")))
+        self.hang_file = Path(str(opts.get("hang_file", "/nonexistent")))
+        self.veto_file = Path(str(opts.get("veto_file", "/nonexistent")))
+        self.log = Path(str(opts.get("log", "/dev/null")))
+
+    def _record(self, what: str) -> None:
+        with self.log.open("a") as fh:
+            fh.write(f"{time.time():.6f} {what}\n")
+
+    async def pre_master(self, ctx: VipContext) -> None:
+        self._record("pre_master")
+        if self.veto_file.exists():
+            raise Veto(self.veto_file.read_text().strip() or "test veto")
+
+    async def up(self, ctx: VipContext) -> None:
+        self._record("up")
+        if self.hang_file.exists():
+            await asyncio.sleep(3600)
+        if self.fail_file.exists():
+            raise RuntimeError("injected failure")
+
+    async def down(self, ctx: VipContext) -> None:
+        self._record("down")
+
+
+def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:
+    return FaultyProvider(spec, vip, config)
