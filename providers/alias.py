@@ -30,7 +30,9 @@ def _option(opts: dict[str, Any], key: str, kind: type, default: Any, lo: float,
     try:
         value = kind(value)
     except (TypeError, ValueError):
-        raise ProviderConfigError(f"alias.{key}: must be a {kind.__name__}, got {value!r}") from None
+        raise ProviderConfigError(
+            f"alias.{key}: must be a {kind.__name__}, got {value!r}"
+        ) from None
     if not lo <= value <= hi:
         raise ProviderConfigError(f"alias.{key}: must be between {lo:g} and {hi:g}, got {value!r}")
     return value
@@ -53,30 +55,46 @@ class AliasProvider(Provider):
         self.nonlocal_bind = bool(opts.pop("nonlocal_bind", False))
         self.interface: str = str(opts.pop("interface", vip.interface))
         if opts:
-            raise ProviderConfigError(f"alias: unknown options {sorted(opts)}; accepted: "
-                                      "prefix, garp_count, garp_interval, reassert_interval, "
-                                      "nonlocal_bind, interface")
+            raise ProviderConfigError(
+                f"alias: unknown options {sorted(opts)}; accepted: "
+                "prefix, garp_count, garp_interval, reassert_interval, "
+                "nonlocal_bind, interface"
+            )
         self._garp_task: asyncio.Task[None] | None = None
 
     async def init(self) -> None:
         if self.nonlocal_bind:
             await asyncio.to_thread(NONLOCAL_BIND.write_text, "1\n")
-            event(logging.INFO, "net.ipv4.ip_nonlocal_bind=1: services may bind the VIP on "
-                  "BACKUP", vip=self.vip.name, provider=self.name)
+            event(
+                logging.INFO,
+                "net.ipv4.ip_nonlocal_bind=1: services may bind the VIP on BACKUP",
+                vip=self.vip.name,
+                provider=self.name,
+            )
 
     async def up(self, ctx: VipContext) -> None:
         added = await self._change("add")
         if added:
-            event(logging.INFO, f"added {self.vip.addr}/{self.prefix} on {self.interface}",
-                  vip=self.vip.name, provider=self.name, event="alias_add")
+            event(
+                logging.INFO,
+                f"added {self.vip.addr}/{self.prefix} on {self.interface}",
+                vip=self.vip.name,
+                provider=self.name,
+                event="alias_add",
+            )
         self._start_garps()
 
     async def down(self, ctx: VipContext) -> None:
         self._stop_garps()
         removed = await self._change("del")
         if removed:
-            event(logging.INFO, f"removed {self.vip.addr}/{self.prefix} from {self.interface}",
-                  vip=self.vip.name, provider=self.name, event="alias_del")
+            event(
+                logging.INFO,
+                f"removed {self.vip.addr}/{self.prefix} from {self.interface}",
+                vip=self.vip.name,
+                provider=self.name,
+                event="alias_del",
+            )
 
     async def check(self, ctx: VipContext) -> bool:
         if await self.present():
@@ -112,8 +130,9 @@ class AliasProvider(Provider):
         async with AsyncIPRoute() as ipr:
             index = await self._index(ipr)
             try:
-                await ipr.addr(command, index=index, address=str(self.vip.addr),
-                               prefixlen=self.prefix)
+                await ipr.addr(
+                    command, index=index, address=str(self.vip.addr), prefixlen=self.prefix
+                )
             except NetlinkError as exc:
                 # already there / already gone is the state we want
                 if exc.code in (errno.EEXIST, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT):
@@ -142,8 +161,12 @@ class AliasProvider(Provider):
                 try:
                     s.send(frame)
                 except OSError as exc:
-                    event(logging.WARNING, f"gratuitous ARP failed: {exc.strerror}",
-                          vip=self.vip.name, provider=self.name)
+                    event(
+                        logging.WARNING,
+                        f"gratuitous ARP failed: {exc.strerror}",
+                        vip=self.vip.name,
+                        provider=self.name,
+                    )
 
 
 def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:

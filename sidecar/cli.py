@@ -281,7 +281,7 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
         overrides.pop("pass", None)
         overrides.pop("passfile", None)
     overrides.update(cli)
-    return cfgmod.build_config(file_data, cfgmod.load_env(environ), overrides)
+    return cfgmod.build_config(file_data, environ, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

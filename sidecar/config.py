@@ -442,12 +442,14 @@ def build_config(
     env: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Merge the layers (lowest first: file, env, overrides) and validate everything."""
+    """Merge the layers (lowest first: file, the process environment's VIP_SIDECAR_*
+    variables, overrides) and validate everything."""
     file_data = dict(file_data or {})
     raw_vips = file_data.pop("vips", None)
     all_fields = set(VIP_FIELDS) | set(GLOBAL_FIELDS)
     common: dict[str, Any] = {}
-    for where, layer in (("", file_data), (ENV_PREFIX, env or {}), ("", overrides or {})):
+    env_fields = load_env(env or {})
+    for where, layer in (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {})):
         common.update(_parse_fields(layer, where, all_fields))
     globals_ = {k: common.pop(k) for k in list(common) if k in GLOBAL_FIELDS}
     warnings: list[str] = []

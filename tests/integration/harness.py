@@ -6,6 +6,7 @@ Every namespace and process a test starts is recorded and removed by PID / name 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,8 +51,9 @@ def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
     return res
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.02,
-             what: str = "condition") -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -83,16 +85,20 @@ class Host:
 class Proc:
     """A process started inside a namespace, logging to a file."""
 
-    def __init__(self, host: Host, argv: list[str], log: Path, env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(
+        self, host: Host, argv: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.host = host
         self.argv = argv
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **(env or {})}
         self.popen = subprocess.Popen(
-            ["ip", "netns", "exec", host.ns, *argv], stdout=self._fh, stderr=subprocess.STDOUT,
-            env=full_env, start_new_session=True,
+            ["ip", "netns", "exec", host.ns, *argv],
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
         )
         self.pid = self.popen.pid
 
@@ -108,10 +114,8 @@ class Proc:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(timeout=10)
         self._fh.close()
 
@@ -122,14 +126,32 @@ class Proc:
 class SidecarNode(Proc):
     """Our daemon, JSON logs, a status socket."""
 
-    def __init__(self, host: Host, args: list[str], workdir: Path, name: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        args: list[str],
+        workdir: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.socket = str(workdir / f"{name}.sock")
-        argv = [sys.executable, "-m", "sidecar", "run", *args, "--log-format", "json",
-                "--status-socket", self.socket, "--facility", "none"]
-        super().__init__(host, argv, workdir / f"{name}.log",
-                         env={"PYTHONPATH": str(REPO), **(env or {})})
+        argv = [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "run",
+            *args,
+            "--log-format",
+            "json",
+            "--status-socket",
+            self.socket,
+            "--facility",
+            "none",
+        ]
+        super().__init__(
+            host, argv, workdir / f"{name}.log", env={"PYTHONPATH": str(REPO), **(env or {})}
+        )
 
     def status(self) -> dict[str, Any] | None:
         try:
@@ -159,7 +181,8 @@ class SidecarNode(Proc):
         """(unix time, new state, reason) for every transition logged."""
         return [
             (datetime.fromisoformat(e["time"]).timestamp(), e["new"], e["reason"])
-            for e in self.events() if e.get("event") == "transition"
+            for e in self.events()
+            if e.get("event") == "transition"
         ]
 
     def became(self, state: str, after: float = 0.0) -> float | None:
@@ -190,8 +213,11 @@ class UcarpNode(Proc):
         return out
 
     def state(self) -> str | None:
-        states = [msg.split(": ")[1] for _, _, msg in self.lines()
-                  if msg.startswith("Switching to state: ")]
+        states = [
+            msg.split(": ")[1]
+            for _, _, msg in self.lines()
+            if msg.startswith("Switching to state: ")
+        ]
         return states[-1] if states else None
 
     def became(self, state: str, after: float = 0.0) -> float | None:
@@ -210,7 +236,9 @@ class Topology:
 
     n: int
     net: int = 98
-    tag: str = field(default_factory=lambda: f"{os.getpid() % 100000}{int(time.time() * 1000) % 1000}")
+    tag: str = field(
+        default_factory=lambda: f"{os.getpid() % 100000}{int(time.time() * 1000) % 1000}"
+    )
     hosts: list[Host] = field(default_factory=list)
     procs: list[Proc] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vip-sidecar-")))
@@ -235,8 +263,21 @@ class Topology:
         sh("ip", "netns", "add", ns)
         self._namespaces.append(ns)
         port = f"p{i}"
-        sh("ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port,
-           "netns", self.hub)
+        sh(
+            "ip",
+            "link",
+            "add",
+            ifname,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.hub,
+        )
         self.hub_run("ip", "link", "set", port, "master", "br0")
         self.hub_run("ip", "link", "set", port, "up")
         mac = f"02:00:00:{self.net:02x}:00:{i:02x}"
@@ -256,8 +297,7 @@ class Topology:
         if getattr(self, "_root_ip", None):
             return self._root_ip  # type: ignore[no-any-return]
         root_if = f"vr{self.tag}"[:15]
-        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", "proot",
-           "netns", self.hub)
+        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", "proot", "netns", self.hub)
         self.hub_run("ip", "link", "set", "proot", "master", "br0")
         self.hub_run("ip", "link", "set", "proot", "up")
         ip = f"10.{self.net}.0.254"
@@ -272,36 +312,81 @@ class Topology:
     def vip(self, last: int = 100) -> str:
         return f"10.{self.net}.0.{last}"
 
-    def sidecar(self, host: Host, *args: str, name: str | None = None,
-                env: dict[str, str] | None = None) -> SidecarNode:
-        node = SidecarNode(host, ["-i", host.ifname, "-s", host.ip, *args], self.workdir,
-                           name or f"sc-{host.ns}-{len(self.procs)}", env)
+    def sidecar(
+        self, host: Host, *args: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> SidecarNode:
+        node = SidecarNode(
+            host,
+            ["-i", host.ifname, "-s", host.ip, *args],
+            self.workdir,
+            name or f"sc-{host.ns}-{len(self.procs)}",
+            env,
+        )
         self.procs.append(node)
         return node
 
     def ucarp(self, host: Host, *args: str, name: str | None = None) -> UcarpNode:
-        node = UcarpNode(host, ["-i", host.ifname, "-s", host.ip, *args], self.workdir,
-                         name or f"uc-{host.ns}-{len(self.procs)}")
+        node = UcarpNode(
+            host,
+            ["-i", host.ifname, "-s", host.ip, *args],
+            self.workdir,
+            name or f"uc-{host.ns}-{len(self.procs)}",
+        )
         self.procs.append(node)
         return node
 
     def block_multicast(self) -> None:
         """Drop every IPv4 multicast packet crossing the bridge (what clouds do)."""
         self.hub_run("nft", "add", "table", "bridge", "vipt")
-        self.hub_run("nft", "add", "chain", "bridge", "vipt", "vipfwd",
-                     "{ type filter hook forward priority 0; }")
-        self.hub_run("nft", "add", "rule", "bridge", "vipt", "vipfwd", "ip", "daddr",
-                     "224.0.0.0/4", "drop")
+        self.hub_run(
+            "nft",
+            "add",
+            "chain",
+            "bridge",
+            "vipt",
+            "vipfwd",
+            "{ type filter hook forward priority 0; }",
+        )
+        self.hub_run(
+            "nft", "add", "rule", "bridge", "vipt", "vipfwd", "ip", "daddr", "224.0.0.0/4", "drop"
+        )
 
     def block_carp_between(self, a: Host, b: Host) -> None:
         """Partition: drop protocol 112 between two hosts' bridge ports."""
         self.hub_run("nft", "add", "table", "bridge", "part")
-        self.hub_run("nft", "add", "chain", "bridge", "part", "partfwd",
-                     "{ type filter hook forward priority 0; }")
+        self.hub_run(
+            "nft",
+            "add",
+            "chain",
+            "bridge",
+            "part",
+            "partfwd",
+            "{ type filter hook forward priority 0; }",
+        )
         for x, y in ((a, b), (b, a)):
-            self.hub_run("nft", "add", "rule", "bridge", "part", "partfwd", "ether", "saddr", "!=",
-                         "00:00:00:00:00:00", "ip", "saddr", x.ip, "ip", "protocol", "112",
-                         "iifname", self.port_of(x), "oifname", self.port_of(y), "drop")
+            self.hub_run(
+                "nft",
+                "add",
+                "rule",
+                "bridge",
+                "part",
+                "partfwd",
+                "ether",
+                "saddr",
+                "!=",
+                "00:00:00:00:00:00",
+                "ip",
+                "saddr",
+                x.ip,
+                "ip",
+                "protocol",
+                "112",
+                "iifname",
+                self.port_of(x),
+                "oifname",
+                self.port_of(y),
+                "drop",
+            )
 
     def port_of(self, host: Host) -> str:
         return f"p{self.hosts.index(host) + 1}"
@@ -334,8 +419,11 @@ class Sniffer(Proc):
     """Captures frames of one ethertype on a host's interface: `ts hex` per line."""
 
     def __init__(self, topo: Topology, host: Host, ethertype: int) -> None:
-        super().__init__(host, [sys.executable, "-c", SNIFFER, host.ifname, hex(ethertype)],
-                         topo.workdir / f"sniff-{host.ns}-{ethertype:x}.log")
+        super().__init__(
+            host,
+            [sys.executable, "-c", SNIFFER, host.ifname, hex(ethertype)],
+            topo.workdir / f"sniff-{host.ns}-{ethertype:x}.log",
+        )
         topo.procs.append(self)
 
     def frames(self) -> list[tuple[float, bytes]]:

@@ -27,8 +27,11 @@ def test_unicast_peers_elect_one_master_where_multicast_is_blocked(make_topo):
     # control: without peers the two cannot hear each other, so both claim the VIP
     a = topo.sidecar(h1, *base(topo, "-k", "0"))
     b = topo.sidecar(h2, *base(topo, "-k", "50"))
-    wait_for(lambda: a.state() == "MASTER" and b.state() == "MASTER", 6,
-             what="both MASTER while multicast is blocked")
+    wait_for(
+        lambda: a.state() == "MASTER" and b.state() == "MASTER",
+        6,
+        what="both MASTER while multicast is blocked",
+    )
     a.signal(signal.SIGTERM)
     b.signal(signal.SIGTERM)
     a.wait(10)
@@ -55,14 +58,24 @@ def test_unicast_rejects_adverts_from_non_peers(make_topo):
     # h3 is a valid-password speaker but not in b's peer list: it must not count
     intruder = topo.sidecar(h3, *base(topo, "-k", "0", "--peer", h2.ip))
     wait_for(lambda: b.state() == "MASTER", 6, what="b MASTER despite intruder")
-    wait_for(lambda: b.vip()["counters"]["drops"].get("not_a_peer", 0) >= 2, 5,
-             what="not_a_peer drops")
+    wait_for(
+        lambda: b.vip()["counters"]["drops"].get("not_a_peer", 0) >= 2, 5, what="not_a_peer drops"
+    )
     assert intruder.state() == "MASTER"
 
 
 # ------------------------------------------------------------------ hostile packets
-def craft(pw: bytes, vhid: int, vip: str, src: str, *, advskew: int = 0, ttl: int = 255,
-          version: int = 2, dst: str = "224.0.0.18") -> bytes:
+def craft(
+    pw: bytes,
+    vhid: int,
+    vip: str,
+    src: str,
+    *,
+    advskew: int = 0,
+    ttl: int = 255,
+    version: int = 2,
+    dst: str = "224.0.0.18",
+) -> bytes:
     auth = carp.Authenticator(pw, vhid, IPv4Address(vip))
     counter = 0x1122334455667788
     payload = bytearray(carp.encode_carp(vhid, 1, advskew, counter, auth.digest(counter)))
@@ -71,8 +84,9 @@ def craft(pw: bytes, vhid: int, vip: str, src: str, *, advskew: int = 0, ttl: in
         payload[6:8] = b"\0\0"
         payload[6:8] = carp.internet_checksum(bytes(payload)).to_bytes(2, "big")
     ip = carp.encode_ip(bytes(payload), IPv4Address(src), IPv4Address(dst), 4242, ttl=ttl)
-    return carp.encode_ethernet(ip, carp.group_mac(IPv4Address(dst)), carp.virtual_mac(vhid),
-                                0x0800)
+    return carp.encode_ethernet(
+        ip, carp.group_mac(IPv4Address(dst)), carp.virtual_mac(vhid), 0x0800
+    )
 
 
 def test_bad_packets_are_dropped_counted_and_change_nothing(make_topo):
@@ -137,9 +151,19 @@ def test_scripts_get_ucarp_argv_with_and_without_xparam(make_topo):
     node = topo.sidecar(h1, *base(topo, "-u", up, "-d", down, "-x", "hello world"))
     wait_for(lambda: (out / "up-up.sh.txt").exists(), 6, what="upscript")
     assert (out / "down-down.sh.txt").read_text().splitlines() == [
-        down, "3", "eth0", topo.vip(), "hello world"]
+        down,
+        "3",
+        "eth0",
+        topo.vip(),
+        "hello world",
+    ]
     assert (out / "up-up.sh.txt").read_text().splitlines() == [
-        up, "3", "eth0", topo.vip(), "hello world"]
+        up,
+        "3",
+        "eth0",
+        topo.vip(),
+        "hello world",
+    ]
     node.signal(signal.SIGTERM)
     assert node.wait(10) == 0
     up2 = topo.write_script("up2.sh", rec + "/noxp.txt")
@@ -201,11 +225,15 @@ def test_freebsd_rc_conf_block_from_the_blog_runs_verbatim(make_topo):
     node = topo.sidecar(host, "--from-rc-conf", str(rc))
     vip = wait_for(lambda: (st := node.status()) and st["vips"][0], 10, what="status")
     assert (vip["interface"], vip["srcip"], vip["addr"], vip["vhid"], vip["advbase"]) == (
-        "vtnet1", "192.168.10.10", "192.168.10.1", 1, 2)
+        "vtnet1",
+        "192.168.10.10",
+        "192.168.10.1",
+        1,
+        2,
+    )
     wait_for(lambda: node.state() == "MASTER", 8, what="MASTER after 3 x advbase 2")
     # the blog's scripts do not exist here: logged, not fatal (as with ucarp)
-    assert any("Unable to exec /usr/local/bin/ucarp_up.sh" in e["message"]
-               for e in node.events())
+    assert any("Unable to exec /usr/local/bin/ucarp_up.sh" in e["message"] for e in node.events())
 
 
 def test_sigusr1_logs_state_like_ucarp(make_topo):
@@ -213,8 +241,11 @@ def test_sigusr1_logs_state_like_ucarp(make_topo):
     node = topo.sidecar(topo.hosts[0], *base(topo))
     wait_for(lambda: node.state() == "MASTER", 6, what="MASTER")
     node.signal(signal.SIGUSR1)
-    wait_for(lambda: any(e["message"] == "MASTER on eth0 id 7" for e in node.events()), 2,
-             what="SIGUSR1 line")
+    wait_for(
+        lambda: any(e["message"] == "MASTER on eth0 id 7" for e in node.events()),
+        2,
+        what="SIGUSR1 line",
+    )
 
 
 def test_sigusr2_demotes_master_and_peer_takes_over(make_topo):

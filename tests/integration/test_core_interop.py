@@ -62,8 +62,12 @@ def test_kill9_of_our_master_backup_takes_over_within_bound(make_topo, backup_ki
     t0 = time.time()
     ours.signal(signal.SIGKILL)
     bound = 3 * interval(1, 50) + interval(1, 50)
-    took = wait_for(lambda: backup.became("MASTER", after=t0), bound + 1.0,
-                    what=f"{backup_kind} takeover") - t0
+    took = (
+        wait_for(
+            lambda: backup.became("MASTER", after=t0), bound + 1.0, what=f"{backup_kind} takeover"
+        )
+        - t0
+    )
     print(f"\nkill -9 of our master -> {backup_kind} MASTER after {took:.3f}s (bound {bound:.3f}s)")
     assert took <= bound
 
@@ -83,15 +87,29 @@ def test_kill9_of_ucarp_master_ours_takes_over_within_bound(make_topo):
     assert ours.vip()["last_reason"] == "master_down"
 
 
-@pytest.mark.parametrize(("backup_kind", "advbase", "limit"), [("ucarp", 3, 1.5), ("ours", 1, 0.25)])
+@pytest.mark.parametrize(
+    ("backup_kind", "advbase", "limit"), [("ucarp", 3, 1.5), ("ours", 1, 0.25)]
+)
 def test_sigterm_of_our_master_bows_out_and_backup_takes_over_at_once(
     make_topo, backup_kind, advbase, limit
 ):
     topo = make_topo(2)
     down_log = topo.workdir / "down.log"
     down = topo.write_script("down.sh", f'echo "$(date +%s.%N) $*" >> {down_log}')
-    ours = topo.sidecar(topo.hosts[0], *PW, "-a", topo.vip(), "-u", "/bin/true", "-d", down,
-                        "-b", str(advbase), "-k", "0")
+    ours = topo.sidecar(
+        topo.hosts[0],
+        *PW,
+        "-a",
+        topo.vip(),
+        "-u",
+        "/bin/true",
+        "-d",
+        down,
+        "-b",
+        str(advbase),
+        "-k",
+        "0",
+    )
     wait_for(lambda: ours.state() == "MASTER", 3 * advbase + 3, what="ours MASTER")
     make = topo.ucarp if backup_kind == "ucarp" else topo.sidecar
     backup = make(topo.hosts[1], *common(topo), "-b", str(advbase), "-k", "50")
@@ -100,8 +118,10 @@ def test_sigterm_of_our_master_bows_out_and_backup_takes_over_at_once(
     t0 = time.time()
     ours.signal(signal.SIGTERM)
     took = wait_for(lambda: backup.became("MASTER", after=t0), advbase, what="takeover") - t0
-    print(f"\nSIGTERM of our master -> {backup_kind} MASTER after {took * 1000:.1f} ms "
-          f"(advbase {advbase}s)")
+    print(
+        f"\nSIGTERM of our master -> {backup_kind} MASTER after {took * 1000:.1f} ms "
+        f"(advbase {advbase}s)"
+    )
     assert took < limit
     assert ours.wait(10) == 0
     # make-before-break: our down action ran after the new master was elected

@@ -1,0 +1,204 @@
+"""Config loaders and validation: one clear error per problem."""
+
+import json
+import os
+from ipaddress import IPv4Address
+
+import pytest
+
+from sidecar.config import ConfigError, build_config, load_file, parse_rc_conf, read_passfile
+
+BASE = {
+    "interface": "eth0",
+    "srcip": "10.0.0.2",
+    "vhid": "7",
+    "pass": "secret",
+    "addr": "10.0.0.100",
+}
+
+
+def test_minimal_flags_and_defaults():
+    cfg = build_config(overrides=BASE)
+    (vip,) = cfg.vips
+    assert (vip.vhid, vip.advbase, vip.advskew, vip.deadratio) == (7, 1, 0, 3)
+    assert vip.password == b"secret" and vip.addr == IPv4Address("10.0.0.100")
+    assert vip.mcast == IPv4Address("224.0.0.18") and vip.garp and not vip.preempt
+    assert vip.name == "vhid7" and vip.providers == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("vhid", "0", "vhid: must be an integer 1..255"),
+        ("vhid", "256", "vhid: must be an integer 1..255"),
+        ("advskew", "300", "advskew: must be an integer 0..255"),
+        ("advbase", "x", "advbase: must be an integer 0..255"),
+        ("srcip", "10.0.0", "srcip: must be an IPv4 address"),
+        ("addr", "0.0.0.0", "addr: must not be 0.0.0.0"),
+        ("pass", "a" * 20, "pass: must be 1..19 bytes"),
+        ("mcast", "10.0.0.1", "mcast: must be an IPv4 multicast address"),
+        ("deadratio", "0", "deadratio: must be an integer >= 1"),
+        ("preempt", "maybe", "preempt: must be a boolean"),
+        ("interface", "a" * 16, "interface: must be a Linux interface name"),
+        ("peers", "10.0.0.2", "peers: must not contain this node's own srcip"),
+        ("providers", "nosuch", "unknown provider 'nosuch'"),
+    ],
+)
+def test_invalid_values_name_the_field_and_the_accepted_values(field, value, needle):
+    with pytest.raises(ConfigError) as exc:
+        build_config(overrides={**BASE, field: value})
+    assert needle in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_required_fields():
+    for field in ("interface", "srcip", "vhid", "addr", "pass"):
+        data = {k: v for k, v in BASE.items() if k != field}
+        with pytest.raises(ConfigError) as exc:
+            build_config(overrides=data)
+        assert exc.value.field_name == field
+
+
+def test_c_style_integers_like_ucarp():
+    cfg = build_config(overrides={**BASE, "vhid": "0x10", "advskew": "010"})
+    assert cfg.vips[0].vhid == 16 and cfg.vips[0].advskew == 8
+
+
+def test_advbase_and_advskew_both_zero_rejected():
+    with pytest.raises(ConfigError, match="cannot both be 0"):
+        build_config(overrides={**BASE, "advbase": "0", "advskew": "0"})
+
+
+def test_passfile_keeps_carriage_return_and_warns_when_world_readable(tmp_path):
+    pf = tmp_path / "pw"
+    pf.write_bytes(b"abc\r\nsecond line\n")
+    os.chmod(pf, 0o644)
+    assert read_passfile(str(pf)) == b"abc\r"
+    data = {k: v for k, v in BASE.items() if k != "pass"}
+    cfg = build_config(overrides={**data, "passfile": str(pf)})
+    assert cfg.vips[0].password == b"abc\r"
+    assert any("readable by others" in w for w in cfg.warnings)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError, match="unexpected end of file"):
+        build_config(overrides={**data, "passfile": str(empty)})
+
+
+def test_env_overrides_file_and_cli_overrides_env(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({**BASE, "advskew": 10}))
+    env = {"VIP_SIDECAR_ADVSKEW": "20", "VIP_SIDECAR_PEERS": "10.0.0.3, 10.0.0.4"}
+    cfg = build_config(load_file(str(f)), env, {})
+    assert cfg.vips[0].advskew == 20
+    assert cfg.vips[0].peers == (IPv4Address("10.0.0.3"), IPv4Address("10.0.0.4"))
+    cfg = build_config(load_file(str(f)), env, {"advskew": "30"})
+    assert cfg.vips[0].advskew == 30
+
+
+def test_env_error_names_the_variable():
+    with pytest.raises(ConfigError, match="VIP_SIDECAR_VHID: must be an integer"):
+        build_config(None, {"VIP_SIDECAR_VHID": "x"}, BASE)
+
+
+def test_yaml_file_with_many_vips_inherits_top_level_fields(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "interface: eth0\nsrcip: 10.0.0.2\npass: s3cret\nlog_format: json\n"
+        "vips:\n"
+        "  - {vhid: 1, addr: 10.0.0.101, providers: [alias, {name: script, timeout: 5}]}\n"
+        "  - {vhid: 2, addr: 10.0.0.102, advskew: 50, name: db, interface: eth1}\n"
+    )
+    cfg = build_config(load_file(str(f)))
+    assert cfg.log_format == "json"
+    a, b = cfg.vips
+    assert (a.vhid, a.interface, a.password) == (1, "eth0", b"s3cret")
+    assert [p.name for p in a.providers] == ["alias", "script"]
+    assert a.providers[1].timeout == 5
+    assert (b.name, b.interface, b.advskew) == ("db", "eth1", 50)
+
+
+def test_file_errors_point_into_the_vips_list(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text(
+        'interface = "eth0"\nsrcip = "10.0.0.2"\npass = "x"\n'
+        '[[vips]]\nvhid = 1\naddr = "10.0.0.1"\n[[vips]]\nvhid = 999\naddr = "10.0.0.2"\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        build_config(load_file(str(f)))
+    assert str(exc.value).startswith("vips[1].vhid: must be an integer 1..255")
+
+
+def test_duplicate_vhid_on_one_interface_rejected():
+    with pytest.raises(ConfigError, match="already used"):
+        build_config(
+            {
+                **BASE,
+                "vips": [
+                    {"vhid": 1, "addr": "10.0.0.5"},
+                    {"vhid": 1, "addr": "10.0.0.6", "name": "x"},
+                ],
+            }
+        )
+
+
+def test_unknown_field_and_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="unknown field"):
+        build_config({**BASE, "advskwe": 1})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("vips: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid"):
+        load_file(str(bad))
+
+
+def test_repeated_provider_needs_distinct_ids():
+    with pytest.raises(ConfigError, match="distinct 'id'"):
+        build_config(overrides={**BASE, "providers": ["script", "script"]})
+    cfg = build_config(
+        overrides={**BASE, "providers": [{"name": "script", "id": "pre"}, "alias", "script"]}
+    )
+    assert [p.label for p in cfg.vips[0].providers] == ["pre", "alias", "script"]
+
+
+BLOG = """\
+ucarp_enable="YES"
+ucarp_if="vtnet1"
+ucarp_vhid="1"
+ucarp_pass="carppass"
+ucarp_preempt="YES"
+ucarp_facility="daemon"
+ucarp_src="192.168.10.10"
+ucarp_addr="192.168.10.1"
+ucarp_advbase="2"
+ucarp_advskew="0"
+ucarp_upscript="/usr/local/bin/ucarp_up.sh"
+ucarp_downscript="/usr/local/bin/ucarp_down.sh"
+"""
+
+
+def test_blog_rc_conf_block_verbatim():
+    fields, flags = parse_rc_conf(BLOG)
+    cfg = build_config(overrides=fields)
+    vip = cfg.vips[0]
+    assert (vip.interface, str(vip.srcip), vip.addr_text, vip.vhid) == (
+        "vtnet1",
+        "192.168.10.10",
+        "192.168.10.1",
+        1,
+    )
+    assert vip.password == b"carppass" and vip.preempt and vip.advbase == 2
+    assert vip.upscript == "/usr/local/bin/ucarp_up.sh"
+    assert [p.name for p in vip.providers] == ["script"]
+    assert cfg.facility == "daemon" and cfg.shutdown and flags == []
+
+
+def test_rc_conf_defaults_errors_and_flags():
+    fields, flags = parse_rc_conf(
+        "# comment\nhostname=x\nucarp_if=em0\nucarp_src='10.0.0.1'\nucarp_addr=10.0.0.9  # c\n"
+        'ucarp_pass=p\nucarp_passfile=/etc/ucarp.pw\nucarp_flags="-n --mcast=239.1.1.1"\n'
+    )
+    assert fields["vhid"] == "1" and "pass" not in fields  # passfile wins
+    assert flags == ["-n", "--mcast=239.1.1.1"]
+    with pytest.raises(ConfigError, match="ucarp_src: parameter required"):
+        parse_rc_conf("ucarp_if=em0\nucarp_addr=10.0.0.9\n")
+    with pytest.raises(ConfigError, match=r"unknown ucarp rc\.conf variable"):
+        parse_rc_conf("ucarp_if=em0\nucarp_src=1.1.1.1\nucarp_addr=1.1.1.2\nucarp_bogus=1\n")

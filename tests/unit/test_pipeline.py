@@ -1,0 +1,106 @@
+"""Provider pipeline: order, reverse order, timeouts, veto, failures never raise."""
+
+import asyncio
+from ipaddress import IPv4Address
+
+import pytest
+
+from providers.base import Pipeline, Provider, Veto, VipContext
+from sidecar.config import Config, ProviderSpec, VipConfig
+
+VIP = VipConfig(
+    interface="eth0",
+    srcip=IPv4Address("10.0.0.2"),
+    vhid=1,
+    password=b"x",
+    addr=IPv4Address("10.0.0.9"),
+    addr_text="10.0.0.9",
+    name="v",
+)
+CFG = Config(vips=(VIP,))
+
+
+class Rec(Provider):
+    def __init__(self, label, calls, *, fail=None, hang=None, veto=False, timeout=0.05):
+        super().__init__(ProviderSpec(name="x", id=label, timeout=timeout), VIP, CFG)
+        self.calls, self.fail, self.hang, self.veto_ = calls, fail, hang, veto
+        self.can_veto = veto
+
+    async def _do(self, action):
+        self.calls.append(f"{self.name}.{action}")
+        if self.hang == action:
+            await asyncio.sleep(60)
+        if self.fail == action:
+            raise RuntimeError(f"{self.name} broke")
+
+    async def up(self, ctx):
+        await self._do("up")
+
+    async def down(self, ctx):
+        await self._do("down")
+
+    async def pre_master(self, ctx):
+        self.calls.append(f"{self.name}.pre")
+        if self.veto_:
+            raise Veto("fence held elsewhere")
+
+
+CTX = VipContext(VIP, "node")
+
+
+async def test_up_in_order_down_in_reverse():
+    calls = []
+    p = Pipeline([Rec("a", calls), Rec("b", calls), Rec("c", calls)])
+    assert await p.up(CTX) is None
+    assert await p.down(CTX) == []
+    assert calls == ["a.up", "b.up", "c.up", "c.down", "b.down", "a.down"]
+    assert all(r.ok for r in p.results.values())
+
+
+async def test_failed_up_stops_and_undoes_what_ran():
+    calls = []
+    p = Pipeline([Rec("a", calls), Rec("b", calls, fail="up"), Rec("c", calls)])
+    failure = await p.up(CTX)
+    assert failure is not None and failure.provider == "b" and "b broke" in failure.error
+    assert calls == ["a.up", "b.up", "b.down", "a.down"]
+    assert not p.results["b"].ok or p.results["b"].action == "down"
+
+
+async def test_timeout_is_a_failure_not_a_hang():
+    calls = []
+    observed = []
+    p = Pipeline(
+        [Rec("a", calls, hang="up", timeout=0.05)],
+        observer=lambda n, r: observed.append((n, r.action, r.ok)),
+    )
+    failure = await asyncio.wait_for(p.up(CTX), timeout=2)
+    assert failure is not None and failure.timed_out and "timed out after 0.05s" in failure.error
+    assert ("a", "up", False) in observed
+
+
+async def test_down_continues_past_failures():
+    calls = []
+    p = Pipeline([Rec("a", calls), Rec("b", calls, fail="down")])
+    failures = await p.down(CTX)
+    assert [f.provider for f in failures] == ["b"]
+    assert calls == ["b.down", "a.down"]
+
+
+async def test_veto():
+    calls = []
+    p = Pipeline([Rec("a", calls), Rec("fence", calls, veto=True)])
+    assert p.can_veto
+    assert await p.pre_master(CTX) == "fence: fence held elsewhere"
+    ok = Pipeline([Rec("a", calls)])
+    assert not ok.can_veto and await ok.pre_master(CTX) is None
+
+
+@pytest.mark.parametrize("exc", [ValueError("x"), KeyError("y"), OSError(5, "io")])
+async def test_any_exception_becomes_a_failure(exc):
+    class Boom(Provider):
+        async def up(self, ctx):
+            raise exc
+
+    p = Pipeline([Boom(ProviderSpec(name="boom"), VIP, CFG)])
+    failure = await p.up(CTX)
+    assert failure is not None and type(exc).__name__ in failure.error

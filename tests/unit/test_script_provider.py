@@ -1,0 +1,80 @@
+"""Script provider: ucarp argv, timeout kill, exit status, fail_on_error."""
+
+import time
+from ipaddress import IPv4Address
+
+import pytest
+
+from providers.base import VipContext
+from providers.script import ScriptError, ScriptProvider
+from sidecar.config import Config, ProviderSpec, VipConfig
+
+
+def vip(**kw):
+    base = dict(
+        interface="eth9",
+        srcip=IPv4Address("10.0.0.2"),
+        vhid=1,
+        password=b"x",
+        addr=IPv4Address("10.0.0.9"),
+        addr_text="10.0.0.9",
+        name="v",
+    )
+    base.update(kw)
+    return VipConfig(**base)
+
+
+def script(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_text("#!/bin/sh\n" + body + "\n")
+    p.chmod(0o755)
+    return str(p)
+
+
+async def test_argv_exactly_like_ucarp(tmp_path):
+    out = tmp_path / "args"
+    s = script(tmp_path, "up", f'for a in "$0" "$#" "$@"; do echo "$a"; done > {out}')
+    v = vip(upscript=s, xparam="two words")
+    prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
+    await prov.up(VipContext(v, "n"))
+    assert out.read_text().splitlines() == [s, "3", "eth9", "10.0.0.9", "two words"]
+
+
+async def test_exit_status_logged_and_ignored_by_default(tmp_path, caplog):
+    s = script(tmp_path, "down", "exit 3")
+    v = vip(downscript=s)
+    prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
+    assert await prov.run(s, VipContext(v, "n")) == 3
+    strict = ScriptProvider(ProviderSpec("script", {"fail_on_error": True}), v, Config(vips=(v,)))
+    with pytest.raises(ScriptError, match="status 3"):
+        await strict.down(VipContext(v, "n"))
+
+
+async def test_hanging_script_is_killed_at_its_timeout(tmp_path):
+    marker = tmp_path / "child-alive"
+    s = script(tmp_path, "hang", f"(sleep 30; touch {marker}) & sleep 30")
+    v = vip(upscript=s, script_timeout=0.3)
+    prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
+    t0 = time.monotonic()
+    assert await prov.run(s, VipContext(v, "n")) is None
+    assert time.monotonic() - t0 < 5
+    strict = ScriptProvider(ProviderSpec("script", {"fail_on_error": True}), v, Config(vips=(v,)))
+    with pytest.raises(ScriptError, match="timed out"):
+        await strict.up(VipContext(v, "n"))
+
+
+async def test_missing_or_non_executable_script_does_not_raise(tmp_path):
+    v = vip()
+    prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
+    assert await prov.run(str(tmp_path / "missing"), VipContext(v, "n")) is None
+    plain = tmp_path / "plain"
+    plain.write_text("echo hi")
+    assert await prov.run(str(plain), VipContext(v, "n")) is None
+
+
+def test_unknown_option_rejected():
+    v = vip()
+    from providers.base import ProviderConfigError
+
+    with pytest.raises(ProviderConfigError, match="unknown options"):
+        ScriptProvider(ProviderSpec("script", {"bogus": 1}), v, Config(vips=(v,)))
