@@ -49,7 +49,7 @@ def transitions(actions):
 
 
 def test_init_ignores_adverts_and_start_is_once():
-    e, clock = make()
+    e, _clock = make()
     assert e.on_advert(PEER_HIGHER, 1, 0) == []
     assert e.state is State.INIT
     e.start()
@@ -150,7 +150,7 @@ def test_ucarp_tiebreak_is_little_endian():
 
 
 def test_preempt_takes_over_from_worse_master():
-    e, clock = started(advskew=0, preempt=True)
+    e, _clock = started(advskew=0, preempt=True)
     acts = e.on_advert(PEER_HIGHER, 1, 50)
     assert transitions(acts) == [Transition(State.BACKUP, State.MASTER, Reason.PREEMPT)]
 
@@ -170,7 +170,7 @@ def test_going_to_time_out_when_master_is_slower_than_our_dead_interval():
 
 
 def test_bow_out_advert_makes_backup_take_over_at_once():
-    e, clock = started(advbase=1, advskew=200)
+    e, _clock = started(advbase=1, advskew=200)
     acts = e.on_advert(PEER_HIGHER, BOW_OUT, BOW_OUT)
     assert transitions(acts) == [Transition(State.BACKUP, State.MASTER, Reason.PEER_TIMING_OUT)]
     assert SendAdvert(1, 200) in acts
