@@ -1,0 +1,288 @@
+"""Validation of the aws provider's options (the `providers: [{name: aws, ...}]` mapping).
+
+Every problem raises ProviderConfigError naming the option and what is accepted, so the
+CLI can print one line and exit 2 before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import AddressValueError, IPv4Address
+from typing import Any
+from urllib.parse import urlparse
+
+from providers.base import ProviderConfigError
+
+MODES = ("secondary-ip", "eip", "route")
+RETRY_MODES = ("standard", "adaptive", "legacy")
+
+_ID_PATTERNS = {
+    "instance_id": r"i-[0-9a-f]{8,17}",
+    "eni_id": r"eni-[0-9a-f]{8,17}",
+    "allocation_id": r"eipalloc-[0-9a-f]{8,17}",
+    "route_table_id": r"rtb-[0-9a-f]{8,17}",
+    "subnet_id": r"subnet-[0-9a-f]{8,17}",
+}
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# EC2 tag keys: letters, digits, spaces and + - = . _ : / @, at most 128 characters
+_TAG_PREFIX = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{1,80}$")
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    mode: str
+    region: str | None = None
+    instance_id: str | None = None
+    eni_id: str | None = None
+    mac: str | None = None
+    subnet_id: str | None = None
+    private_ip: IPv4Address | None = None
+    allocation_id: str | None = None
+    public_ip: IPv4Address | None = None
+    route_table_ids: tuple[str, ...] = ()
+    endpoint_url: str | None = None
+    imds_endpoint: str = "http://169.254.169.254"
+    imds_timeout: float = 1.0
+    imds_attempts: int = 3
+    retry_mode: str = "standard"
+    max_attempts: int = 3
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    verify_timeout: float = 20.0
+    reassert_interval: float | None = 15.0
+    tag_prefix: str = "vip-sidecar/"
+    fencing: bool = True
+    check_source_dest: bool = True
+
+    @property
+    def needs_imds(self) -> bool:
+        return self.eni_id is None
+
+
+def _text(name: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            raise ValueError("must not be empty")
+        return text
+
+    return parse
+
+
+def _id(kind: str) -> Callable[[Any], str]:
+    pattern = re.compile(f"^{_ID_PATTERNS[kind]}$")
+    example = _ID_PATTERNS[kind].split("-")[0] + "-0123456789abcdef0"
+
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not pattern.match(text):
+            raise ValueError(f"must look like {example}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _ids(kind: str) -> Callable[[Any], tuple[str, ...]]:
+    one = _id(kind)
+
+    def parse(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            items = [v for v in value.replace(",", " ").split() if v]
+        elif isinstance(value, list | tuple):
+            items = [str(v) for v in value]
+        else:
+            raise ValueError(f"must be a list of ids, got {value!r}")
+        if not items:
+            raise ValueError("must list at least one id")
+        out = tuple(one(v) for v in items)
+        if len(set(out)) != len(out):
+            raise ValueError("lists an id twice")
+        return out
+
+    return parse
+
+
+def _region(value: Any) -> str:
+    text = str(value).strip()
+    if not _REGION.match(text):
+        raise ValueError(f"must be an AWS region name like eu-west-1, got {value!r}")
+    return text
+
+
+def _mac(value: Any) -> str:
+    text = str(value).strip().lower().replace("-", ":")
+    if not _MAC.match(text):
+        raise ValueError(f"must be a MAC address like 0a:1b:2c:3d:4e:5f, got {value!r}")
+    return text
+
+
+def _ipv4(value: Any) -> IPv4Address:
+    try:
+        return IPv4Address(str(value).strip())
+    except AddressValueError:
+        raise ValueError(f"must be an IPv4 address, got {value!r}") from None
+
+
+def _url(value: Any) -> str:
+    text = str(value).strip()
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"must be an http(s) URL like https://ec2.eu-west-1.amazonaws.com, "
+                         f"got {value!r}")
+    return text.rstrip("/")
+
+
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number of seconds, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number of seconds, got {value!r}") from None
+        if not lo < f <= hi:
+            raise ValueError(f"must be > {lo:g} and <= {hi:g} seconds, got {value!r}")
+        return f
+
+    return parse
+
+
+def _interval(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return None
+    return _seconds(0.0, 3600.0)(value)
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}")
+        try:
+            n = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}")
+        return n
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"must be a boolean, got {value!r}")
+
+
+def _tag_prefix(value: Any) -> str:
+    text = str(value)
+    if not _TAG_PREFIX.match(text) or text.lower().startswith("aws:"):
+        raise ValueError(
+            "must be 1..80 characters of letters, digits, spaces and + - = . _ : / @, "
+            f"not starting with aws:, got {value!r}"
+        )
+    return text
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "mode": _choice(MODES),
+    "region": _region,
+    "instance_id": _id("instance_id"),
+    "eni_id": _id("eni_id"),
+    "mac": _mac,
+    "subnet_id": _id("subnet_id"),
+    "private_ip": _ipv4,
+    "allocation_id": _id("allocation_id"),
+    "public_ip": _ipv4,
+    "route_table_ids": _ids("route_table_id"),
+    "endpoint_url": _url,
+    "imds_endpoint": _url,
+    "imds_timeout": _seconds(0.0, 30.0),
+    "imds_attempts": _int(1, 10),
+    "retry_mode": _choice(RETRY_MODES),
+    "max_attempts": _int(1, 10),
+    "connect_timeout": _seconds(0.0, 60.0),
+    "read_timeout": _seconds(0.0, 120.0),
+    "verify_timeout": _seconds(0.0, 600.0),
+    "reassert_interval": _interval,
+    "tag_prefix": _tag_prefix,
+    "fencing": _bool,
+    "check_source_dest": _bool,
+}
+ALIASES = {"route_table_id": "route_table_ids", "route_tables": "route_table_ids",
+           "endpoint": "endpoint_url", "network_interface_id": "eni_id"}
+
+
+def parse_options(raw: Mapping[str, Any], provider_timeout: float) -> AwsOptions:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = str(key).strip().lower().replace("-", "_")
+        k = ALIASES.get(k, k)
+        parser = PARSERS.get(k)
+        if parser is None:
+            raise ProviderConfigError(
+                f"aws provider: unknown option {key!r}; accepted: {', '.join(sorted(PARSERS))}"
+            )
+        try:
+            values[k] = parser(value)
+        except ValueError as exc:
+            raise ProviderConfigError(f"aws provider: option {key}: {exc}") from None
+    if "mode" not in values:
+        raise ProviderConfigError(
+            f"aws provider: option mode is required; accepted: {', '.join(MODES)}"
+        )
+    opts = AwsOptions(**values)
+    _check_mode(opts)
+    if opts.verify_timeout >= provider_timeout:
+        raise ProviderConfigError(
+            f"aws provider: verify_timeout ({opts.verify_timeout:g}s) must be below the "
+            f"provider timeout ({provider_timeout:g}s) so a failed move is reported by the "
+            "provider, not cut off by the pipeline"
+        )
+    if opts.connect_timeout + opts.read_timeout > opts.verify_timeout:
+        raise ProviderConfigError(
+            f"aws provider: connect_timeout + read_timeout ({opts.connect_timeout:g}s + "
+            f"{opts.read_timeout:g}s) must not exceed verify_timeout ({opts.verify_timeout:g}s)"
+        )
+    return opts
+
+
+def _check_mode(opts: AwsOptions) -> None:
+    def only(option: str, modes: tuple[str, ...]) -> None:
+        if getattr(opts, option) not in (None, ()) and opts.mode not in modes:
+            raise ProviderConfigError(
+                f"aws provider: option {option} is only used in mode {' / '.join(modes)} "
+                f"(mode is {opts.mode})"
+            )
+
+    only("allocation_id", ("eip",))
+    only("public_ip", ("eip",))
+    only("private_ip", ("eip",))
+    only("route_table_ids", ("route",))
+    if opts.mode == "route" and not opts.route_table_ids:
+        raise ProviderConfigError(
+            "aws provider: mode route needs route_table_ids (every route table whose "
+            "subnets must reach the VIP)"
+        )
+    if opts.allocation_id and opts.public_ip:
+        raise ProviderConfigError(
+            "aws provider: give either allocation_id or public_ip, not both"
+        )

@@ -1,0 +1,86 @@
+"""Seed an EC2 world in moto: one VPC, one subnet, N instances with known private IPs,
+route tables and an Elastic IP; read helpers for assertions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.awsfakes.imds import EniMeta, FakeImds, InstanceMeta
+
+REGION = "eu-west-1"
+
+
+@dataclass
+class Node:
+    instance_id: str
+    eni_id: str
+    private_ip: str
+    mac: str  # the MAC the sidecar sees on its interface
+
+
+@dataclass
+class World:
+    ec2: Any
+    vpc_id: str
+    vpc_cidr: str
+    subnet_id: str
+    subnet_cidr: str
+    nodes: list[Node] = field(default_factory=list)
+    route_tables: list[str] = field(default_factory=list)
+    allocation_id: str = ""
+    public_ip: str = ""
+
+    # -- reads used by assertions ------------------------------------------------------
+    def secondary_holders(self, vip: str) -> list[str]:
+        enis = self.ec2.describe_network_interfaces(
+            NetworkInterfaceIds=[n.eni_id for n in self.nodes])["NetworkInterfaces"]
+        return sorted(e["NetworkInterfaceId"] for e in enis
+                      if vip in {p["PrivateIpAddress"] for p in e["PrivateIpAddresses"]
+                                 if not p.get("Primary")})
+
+    def eip_target(self) -> str | None:
+        addr = self.ec2.describe_addresses(AllocationIds=[self.allocation_id])["Addresses"][0]
+        return addr.get("NetworkInterfaceId") or None
+
+    def route_targets(self, vip: str) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for t in self.ec2.describe_route_tables(RouteTableIds=self.route_tables)["RouteTables"]:
+            route = next((r for r in t["Routes"] if r["DestinationCidrBlock"] == f"{vip}/32"),
+                         None)
+            out[t["RouteTableId"]] = route.get("NetworkInterfaceId") if route else None
+        return out
+
+    def tags(self, resource: str) -> dict[str, str]:
+        resp = self.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [resource]}])
+        return {t["Key"]: t["Value"] for t in resp["Tags"]}
+
+    def imds_instance(self, node: Node) -> InstanceMeta:
+        return InstanceMeta(
+            instance_id=node.instance_id, region=REGION, az=f"{REGION}a",
+            macs={node.mac: EniMeta(node.eni_id, self.subnet_id, self.vpc_id,
+                                    [node.private_ip], self.subnet_cidr, [self.vpc_cidr])},
+        )
+
+    def publish(self, imds: FakeImds, client_ips: list[str]) -> None:
+        for ip, node in zip(client_ips, self.nodes, strict=True):
+            imds.instances[ip] = self.imds_instance(node)
+
+
+def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str = "10.98.0.0/16",
+         subnet_cidr: str = "10.98.0.0/24", route_tables: int = 2) -> World:
+    vpc_id = ec2.create_vpc(CidrBlock=vpc_cidr)["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
+                                  AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    world = World(ec2, vpc_id, vpc_cidr, subnet_id, subnet_cidr)
+    for ip, mac in zip(node_ips, macs, strict=True):
+        inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=subnet_id,
+                                 InstanceType="t3.micro", PrivateIpAddress=ip)["Instances"][0]
+        eni = inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        world.nodes.append(Node(inst["InstanceId"], eni, ip, mac))
+    for _ in range(route_tables):
+        world.route_tables.append(ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"])
+    alloc = ec2.allocate_address(Domain="vpc")
+    world.allocation_id, world.public_ip = alloc["AllocationId"], alloc["PublicIp"]
+    return world
