@@ -325,6 +325,7 @@ def run(config: Config, providers: dict[str, Any]) -> int:
         debug=config.debug,
         facility=config.facility,
         to_terminal=not config.daemonize,
+        syslog_socket=config.syslog_socket,
     ):
         event(logging.ERROR, warning)
     for warning in config.warnings:

@@ -93,6 +93,7 @@ class Config:
     provider_hold_s: float = 2.0
     provider_hold_max_s: float = 60.0
     demote_step: int = 100
+    syslog_socket: str = "/dev/log"
     warnings: tuple[str, ...] = ()
 
 
@@ -312,6 +313,7 @@ GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "provider_hold_s": _float_pos,
     "provider_hold_max_s": _float_pos,
     "demote_step": _int_range(1, 255),
+    "syslog_socket": _text,
 }
 
 ALIASES = {"password": "pass", "mcastip": "mcast", "peer": "peers", "if": "interface"}

@@ -54,7 +54,14 @@ class SyslogFormatter(logging.Formatter):
         return f"vip-sidecar[{os.getpid()}]: [{record.levelname}] {prefix}{record.getMessage()}"
 
 
-def setup(*, log_format: str, debug: bool, facility: str, to_terminal: bool = True) -> list[str]:
+def setup(
+    *,
+    log_format: str,
+    debug: bool,
+    facility: str,
+    to_terminal: bool = True,
+    syslog_socket: str = "/dev/log",
+) -> list[str]:
     """Configure handlers; returns warnings that could not be logged yet."""
     warnings: list[str] = []
     log.handlers.clear()
@@ -68,9 +75,9 @@ def setup(*, log_format: str, debug: bool, facility: str, to_terminal: bool = Tr
         code = logging.handlers.SysLogHandler.facility_names.get(facility)
         if code is None:
             warnings.append(f"Unknown syslog facility: [{facility}]")
-        elif os.path.exists("/dev/log"):
+        elif os.path.exists(syslog_socket):
             try:
-                sysh = logging.handlers.SysLogHandler(address="/dev/log", facility=code)
+                sysh = logging.handlers.SysLogHandler(address=syslog_socket, facility=code)
             except OSError as exc:
                 warnings.append(f"syslog unavailable ({exc}); logging to stderr only")
             else:

@@ -230,12 +230,45 @@ class UcarpNode(Proc):
         return [msg for _, _, msg in self.lines() if needle in msg]
 
 
+NET_LOCKS = Path("/run/vip-sidecar-test-nets")
+
+
+def _allocate_net() -> tuple[int, Path]:
+    """Parallel test runs (and attach_root) must not share a subnet: the root namespace
+    would route to the wrong bridge. A lock file per subnet, created atomically, is
+    removed by close(); stale ones (their pid gone) are reclaimed."""
+    NET_LOCKS.mkdir(parents=True, exist_ok=True)
+    used = sh("ip", "-o", "-4", "addr").stdout
+    for net in range(100, 250):
+        if f" 10.{net}." in used:
+            continue
+        lock = NET_LOCKS / str(net)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                continue
+            if owner and Path(f"/proc/{owner}").exists():
+                continue
+            lock.unlink(missing_ok=True)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return net, lock
+    raise RuntimeError("no free 10.x.0.0/24 test subnet")
+
+
 @dataclass
 class Topology:
     """N hosts (eth0 = 10.<net>.0.<i>/24) on one Linux bridge in a hub namespace."""
 
     n: int
-    net: int = 98
+    net: int = 0  # 0: allocate a 10.<net>.0.0/24 no other test bed on this machine uses
     tag: str = field(
         default_factory=lambda: f"{os.getpid() % 100000}{int(time.time() * 1000) % 1000}"
     )
@@ -244,6 +277,9 @@ class Topology:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vip-sidecar-")))
 
     def __post_init__(self) -> None:
+        self._net_lock: Path | None = None
+        if not self.net:
+            self.net, self._net_lock = _allocate_net()
         self.hub = f"vh{self.tag}"
         self._namespaces = [self.hub]
         sh("ip", "netns", "add", self.hub)
@@ -402,6 +438,10 @@ class Topology:
             proc.stop()
         for ns in reversed(self._namespaces):
             sh("ip", "netns", "del", ns, check=False)
+        if self._net_lock is not None:
+            self._net_lock.unlink(missing_ok=True)
+        if not os.environ.get("VIP_SIDECAR_KEEP_TEST_LOGS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 SNIFFER = """

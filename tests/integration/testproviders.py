@@ -26,10 +26,15 @@ class FaultyProvider(Provider):
         self.hang_file = Path(str(opts.get("hang_file", "/nonexistent")))
         self.veto_file = Path(str(opts.get("veto_file", "/nonexistent")))
         self.log = Path(str(opts.get("log", "/dev/null")))
+        self.init_fail = bool(opts.get("init_fail", False))
 
     def _record(self, what: str) -> None:
         with self.log.open("a") as fh:
             fh.write(f"{time.time():.6f} {what}\n")
+
+    async def init(self) -> None:
+        if self.init_fail:
+            raise RuntimeError("injected init failure")
 
     async def pre_master(self, ctx: VipContext) -> None:
         self._record("pre_master")
