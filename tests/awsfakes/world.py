@@ -67,8 +67,8 @@ class World:
             imds.instances[ip] = self.imds_instance(node)
 
 
-def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str = "10.98.0.0/16",
-         subnet_cidr: str = "10.98.0.0/24", route_tables: int = 2) -> World:
+def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str,
+         subnet_cidr: str, route_tables: int = 2) -> World:
     vpc_id = ec2.create_vpc(CidrBlock=vpc_cidr)["Vpc"]["VpcId"]
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
                                   AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
