@@ -108,13 +108,23 @@ def ensure_helm_venv() -> Path:
         shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run([py312, "-m", "venv", str(VENV)], check=True, timeout=300)
         proc = subprocess.run(
-            [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *REQUIREMENTS],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                *REQUIREMENTS,
+            ],
             capture_output=True,
             text=True,
             timeout=1200,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"pip install {' '.join(REQUIREMENTS)} failed:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"pip install {' '.join(REQUIREMENTS)} failed:\n{proc.stderr[-3000:]}"
+            )
         stamp.write_text(wanted)
         return python
 
@@ -318,11 +328,19 @@ def _fake_apiserver(version: str) -> tuple[Any, list[dict[str, Any]]]:
                         groups.append(
                             {"name": group, "versions": [entry], "preferredVersion": entry}
                         )
-                return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+                return self._send(
+                    200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+                )
             gv = path.removeprefix("/api/").removeprefix("/apis/")
             if gv in _RESOURCES:
                 resources = [
-                    {"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": verbs}
+                    {
+                        "name": n,
+                        "singularName": k.lower(),
+                        "namespaced": ns,
+                        "kind": k,
+                        "verbs": verbs,
+                    }
                     for n, k, ns in _RESOURCES[gv]
                 ]
                 return self._send(
@@ -370,7 +388,10 @@ def _kubeconfig(port: int, namespace: str) -> str:
             "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
             "users": [{"name": "fake", "user": {"token": "fake"}}],
             "contexts": [
-                {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
+                {
+                    "name": "fake",
+                    "context": {"cluster": "fake", "user": "fake", "namespace": namespace},
+                }
             ],
             "current-context": "fake",
         },
