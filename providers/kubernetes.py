@@ -7,15 +7,15 @@ confirm does not claim"). Per VIP there is one coordination.k8s.io/v1 Lease:
   A lease validly held by another node, or a 409 Conflict lost to another writer,
   refuses the promotion: the node stays BACKUP and the runtime retries after its
   hold-down. This is the split-brain fence when CARP packets are lost between nodes.
-  If the other holder's term ends within `acquire_wait_s` (a crashed master, or one
+  If the other holder's term ends within `acquire_wait` (a crashed master, or one
   that is handing over on SIGTERM) we wait for it instead of refusing at once, so a
   failover does not pay the runtime's veto backoff on top of the lease expiry.
-* While MASTER, check() renews the lease every `renew_interval_s` (one conditional
+* While MASTER, check() renews the lease every `renew_interval` (one conditional
   update, no read: the cached resourceVersion makes it safe). A renewal that finds
   another holder demotes at once. An apiserver that cannot be reached is handled by
   `apiserver_outage` (see docs/kubernetes.md):
     - failsafe (default): keep MASTER while the lease we last wrote is still ours,
-      i.e. for up to lease_duration_s after the last successful renewal, then step
+      i.e. for up to lease_duration after the last successful renewal, then step
       down (Patroni's failsafe_mode is the reference; we cannot ask peers, see docs).
     - demote: step down at the first renewal that fails.
   A BACKUP asked to promote while the apiserver is unreachable refuses in both modes.
@@ -86,8 +86,8 @@ POLL_S = 0.5
 COMPONENT = "vip-sidecar"
 
 OPTIONS = (
-    "lease_name namespace kubeconfig context identity pod_name node_name lease_duration_s "
-    "renew_interval_s request_timeout_s max_clock_skew_s acquire_wait_s apiserver_outage "
+    "lease_name namespace kubeconfig context identity pod_name node_name lease_duration "
+    "renew_interval request_timeout max_clock_skew acquire_wait apiserver_outage "
     "label_pod label_node label_key events"
 ).split()
 
@@ -109,11 +109,11 @@ class Options:
     identity: str
     pod_name: str | None
     node_name: str | None
-    lease_duration_s: int
-    renew_interval_s: float
-    request_timeout_s: float
-    max_clock_skew_s: float
-    acquire_wait_s: float
+    lease_duration: int
+    renew_interval: float
+    request_timeout: float
+    max_clock_skew: float
+    acquire_wait: float
     apiserver_outage: OutagePolicy
     label_pod: bool
     label_node: bool
@@ -163,31 +163,31 @@ def parse_options(
 ) -> tuple[Options, float]:
     """Validate the provider's options; returns them and the pipeline timeout to use."""
     opts = dict(spec.options)
-    duration = _number(opts, "lease_duration_s", 10, 1, 3600)
+    duration = _number(opts, "lease_duration", 10, 1, 3600)
     if duration != int(duration):
         raise ProviderConfigError(
-            f"kubernetes.lease_duration_s: leaseDurationSeconds is whole seconds, got {duration}"
+            f"kubernetes.lease_duration: leaseDurationSeconds is whole seconds, got {duration}"
         )
-    renew = _number(opts, "renew_interval_s", min(2.0, duration / 3), 0.1, 3600)
+    renew = _number(opts, "renew_interval", min(2.0, duration / 3), 0.1, 3600)
     if renew > duration / 2:
         raise ProviderConfigError(
-            f"kubernetes.renew_interval_s: must be at most half of lease_duration_s "
+            f"kubernetes.renew_interval: must be at most half of lease_duration "
             f"({duration / 2:g}) so one failed renewal does not cost the lease, got {renew:g}"
         )
-    request_timeout = _number(opts, "request_timeout_s", max(0.5, min(5.0, renew)), 0.1, 60)
-    skew = _number(opts, "max_clock_skew_s", 1.0, 0, 3600)
+    request_timeout = _number(opts, "request_timeout", max(0.5, min(5.0, renew)), 0.1, 60)
+    skew = _number(opts, "max_clock_skew", 1.0, 0, 3600)
     # pre_master must finish inside the pipeline's timeout: a GET and a write after waiting
     budget = spec.timeout - 2 * request_timeout - 1.0
     if budget < 0:
         raise ProviderConfigError(
             f"kubernetes: the provider timeout ({spec.timeout:g}s) must exceed two API "
             f"calls plus 1s ({2 * request_timeout + 1:g}s); raise `timeout` or lower "
-            "request_timeout_s"
+            "request_timeout"
         )
-    wait = _number(opts, "acquire_wait_s", min(duration + skew + POLL_S, budget), 0, 3600)
+    wait = _number(opts, "acquire_wait", min(duration + skew + POLL_S, budget), 0, 3600)
     if wait > budget:
         raise ProviderConfigError(
-            f"kubernetes.acquire_wait_s: must leave room for two API calls inside the "
+            f"kubernetes.acquire_wait: must leave room for two API calls inside the "
             f"provider timeout ({spec.timeout:g}s), so at most {budget:g}s, got {wait:g}"
         )
     policy_text = str(opts.pop("apiserver_outage", "failsafe")).strip().lower()
@@ -233,11 +233,11 @@ def parse_options(
         identity=identity,
         pod_name=pod_name,
         node_name=node_name,
-        lease_duration_s=int(duration),
-        renew_interval_s=renew,
-        request_timeout_s=request_timeout,
-        max_clock_skew_s=skew,
-        acquire_wait_s=wait,
+        lease_duration=int(duration),
+        renew_interval=renew,
+        request_timeout=request_timeout,
+        max_clock_skew=skew,
+        acquire_wait=wait,
         apiserver_outage=policy,
         label_pod=label_pod and pod_name is not None,
         label_node=label_node,
@@ -273,7 +273,7 @@ class KubernetesProvider(Provider):
         self.opts, self.timeout = parse_options(spec, vip, self.environ)
         # check() is cheap between renewals; ticking faster than the renewal period
         # lets the failsafe decide close to the real end of the lease
-        self.tick_s = min(self.opts.renew_interval_s, CHECK_TICK_S)
+        self.tick_s = min(self.opts.renew_interval, CHECK_TICK_S)
         self.reassert_interval = self.tick_s
         self.api = api
         self.namespace = self.opts.namespace or "default"
@@ -344,7 +344,7 @@ class KubernetesProvider(Provider):
         # provider decides itself when to try again
         cfg.retries = False
         self.namespace = namespace or "default"
-        return KubeApi(client.ApiClient(cfg), self.namespace, self.opts.request_timeout_s)
+        return KubeApi(client.ApiClient(cfg), self.namespace, self.opts.request_timeout)
 
     async def _ensure_api(self) -> KubeApi:
         if self.api is None:
@@ -373,7 +373,7 @@ class KubernetesProvider(Provider):
         try:
             api = await self._ensure_api()
             async with self._lock:
-                waited = await self._acquire(api, self.opts.acquire_wait_s)
+                waited = await self._acquire(api, self.opts.acquire_wait)
         except LeaseRefused as exc:
             reason = str(exc)
             self._emit("Warning", "PromotionRefused", f"{self._who()}: {reason}; staying BACKUP")
@@ -415,7 +415,7 @@ class KubernetesProvider(Provider):
         await self._relabel_stale_holder()
         p = self._promotion
         waited = p.get("waited_s", 0.0)
-        wait_note = f", waited {waited:.2f}s for the previous holder" if waited else ""
+        wait_note = f", waited {waited:.2f}s for the previous holder" if waited > 0.05 else ""
         total = self._clock() - p["started"] if "started" in p else 0.0
         self._emit(
             "Normal",
@@ -468,7 +468,7 @@ class KubernetesProvider(Provider):
     async def check(self, ctx: VipContext) -> bool:
         api = await self._ensure_api()
         now = self._clock()
-        if now - self._last_renew >= self.opts.renew_interval_s or self._outage_since:
+        if now - self._last_renew >= self.opts.renew_interval or self._outage_since:
             self._last_renew = now
             try:
                 async with self._lock:
@@ -499,7 +499,7 @@ class KubernetesProvider(Provider):
     async def close(self) -> None:
         self._cancel_retry()
         if self._background:
-            await asyncio.wait(set(self._background), timeout=self.opts.request_timeout_s + 1)
+            await asyncio.wait(set(self._background), timeout=self.opts.request_timeout + 1)
         for task in list(self._background):
             task.cancel()
         if self.api is not None:
@@ -534,7 +534,7 @@ class KubernetesProvider(Provider):
                 now_wall=self._wall(),
                 now_mono=now,
                 observed_since=self._observer.see(record, now),
-                max_clock_skew_s=self.opts.max_clock_skew_s,
+                max_clock_skew_s=self.opts.max_clock_skew,
             )
             if verdict.standing is Standing.HELD:
                 assert record is not None and record.holder is not None
@@ -558,7 +558,7 @@ class KubernetesProvider(Provider):
                 record,
                 self.opts.identity,
                 now_wall=self._wall(),
-                duration_s=self.opts.lease_duration_s,
+                duration_s=self.opts.lease_duration,
                 annotations=self._annotations(),
             )
             body = new.to_object(self.opts.lease_name, self.namespace)
@@ -588,7 +588,7 @@ class KubernetesProvider(Provider):
         self._held = True
         # our tenure counts from *before* the write: never longer than the term a peer
         # computes from the renewTime we stamped, whatever the clocks say
-        self._valid_until = write_started + self.opts.lease_duration_s
+        self._valid_until = write_started + self.opts.lease_duration
         self._last_renew = write_started
         self._outage_since = None
         if previous is not None and previous.holder and previous.holder != self.opts.identity:
@@ -626,7 +626,7 @@ class KubernetesProvider(Provider):
                 record,
                 self.opts.identity,
                 now_wall=self._wall(),
-                duration_s=self.opts.lease_duration_s,
+                duration_s=self.opts.lease_duration,
                 annotations=self._annotations(),
             ).to_object(self.opts.lease_name, self.namespace)
             try:
@@ -658,12 +658,12 @@ class KubernetesProvider(Provider):
                     raise LeaseLost(f"409 Conflict renewing lease {self.lease_ref} twice") from None
                 record = current  # someone edited it (annotations?): still ours, retry
         self._record = LeaseRecord.from_object(written)
-        self._valid_until = started + self.opts.lease_duration_s
+        self._valid_until = started + self.opts.lease_duration
 
     def _decision_latency(self) -> float:
         """How late the next check() may decide: its tick (with the runtime's 10 %
         jitter), the housekeeping granularity, and a full request timeout."""
-        return 1.1 * self.tick_s + HOUSEKEEPING_S + self.opts.request_timeout_s
+        return 1.1 * self.tick_s + HOUSEKEEPING_S + self.opts.request_timeout
 
     def _on_renew_failure(self, exc: KubeApiError, now: float) -> None:
         first = self._outage_since is None
@@ -861,7 +861,7 @@ class KubernetesProvider(Provider):
         """As BACKUP after a failed down(): release the lease and set the label once the
         apiserver answers again (no check() runs for a BACKUP)."""
         while True:
-            await self._sleep(self.opts.renew_interval_s)
+            await self._sleep(self.opts.renew_interval)
             try:
                 api = await self._ensure_api()
                 async with self._lock:
@@ -893,8 +893,8 @@ class KubernetesProvider(Provider):
         lines.append(
             (
                 True,
-                f"lease {self.lease_ref}, duration {self.opts.lease_duration_s}s, renew every "
-                f"{self.opts.renew_interval_s:g}s, apiserver_outage="
+                f"lease {self.lease_ref}, duration {self.opts.lease_duration}s, renew every "
+                f"{self.opts.renew_interval:g}s, apiserver_outage="
                 f"{self.opts.apiserver_outage.value}",
             )
         )
@@ -927,7 +927,7 @@ class KubernetesProvider(Provider):
             record,
             self.opts.identity,
             now_wall=self._wall(),
-            duration_s=self.opts.lease_duration_s,
+            duration_s=self.opts.lease_duration,
             annotations=self._annotations(),
         ).to_object(self.opts.lease_name, self.namespace)
         if record is None:

@@ -138,6 +138,9 @@ class FakeApiServer:
 
         def get_request() -> tuple[socket.socket, Any]:
             conn, addr = orig_get_request()
+            # headers and body go out as two writes: without NODELAY, Nagle plus the
+            # client's delayed ACK add 40 ms to every call and distort timings
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns.add(conn)
             return conn, addr

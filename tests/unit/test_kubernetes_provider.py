@@ -1,0 +1,613 @@
+"""The Kubernetes provider's decisions, with an injectable clock and no sleeping.
+
+The provider talks to `StoreApi`: the fake apiserver's object store called in-process
+(same 409/404/validation semantics as over HTTP), plus switches for outages, 403s and
+writes injected between our read and our write (races). Its sleep advances a FakeClock,
+so a 10 s lease expires in microseconds of real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from providers.base import ProviderConfigError, Veto, VipContext
+from providers.k8s_api import (
+    API_CALLS,
+    EVENT_CREATE,
+    LEASE_CREATE,
+    LEASE_GET,
+    LEASE_UPDATE,
+    NODE_GET,
+    NODE_PATCH,
+    POD_GET,
+    POD_PATCH,
+    ApiCall,
+    Failure,
+    KubeApiError,
+)
+from providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
+from sidecar.config import ProviderSpec, build_config
+from tests.k8sfake.store import ApiError, Store
+from tests.unit.fakes import FakeClock
+
+NS = "ns"
+LEASE = "vip-sidecar-vhid5"
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+CONFIG = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": 5, "pass": "x",
+                       "addr": "10.0.0.100"})
+VIP = CONFIG.vips[0]
+FAILURES = {409: Failure.CONFLICT, 404: Failure.NOT_FOUND, 403: Failure.FORBIDDEN,
+            400: Failure.INVALID, 422: Failure.INVALID}
+
+
+class StoreApi:
+    """KubeApi's eight calls over the in-memory store, recording each call."""
+
+    def __init__(self, store: Store, namespace: str = NS) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.calls: list[ApiCall] = []
+        self.down = False
+        self.deny: set[ApiCall] = set()
+        self.before: dict[ApiCall, Callable[[], None]] = {}
+        self.api_client = SimpleNamespace(configuration=SimpleNamespace(host="in-process"))
+
+    async def _do(self, call: ApiCall, fn: Callable[[], Any]) -> Any:
+        self.calls.append(call)
+        await asyncio.sleep(0)
+        hook = self.before.pop(call, None)
+        if hook is not None:
+            hook()
+        if self.down:
+            raise KubeApiError(call, Failure.UNAVAILABLE, 0, "unreachable: connection refused")
+        if call in self.deny:
+            raise KubeApiError(call, Failure.FORBIDDEN, 403, "HTTP 403: forbidden")
+        try:
+            return fn()
+        except ApiError as exc:
+            failure = FAILURES.get(exc.code, Failure.UNAVAILABLE)
+            raise KubeApiError(call, failure, exc.code, f"HTTP {exc.code}: {exc.message}"
+                               ) from None
+
+    def key(self, resource: str, name: str) -> tuple[str, str, str, str]:
+        group = "coordination.k8s.io" if resource == "leases" else ""
+        ns = "" if resource == "nodes" else self.namespace
+        return (group, resource, ns, name)
+
+    async def get_lease(self, name):
+        try:
+            return await self._do(LEASE_GET, lambda: self.store.get(self.key("leases", name)))
+        except KubeApiError as exc:
+            if exc.failure is Failure.NOT_FOUND:
+                return None
+            raise
+
+    async def create_lease(self, body, dry_run=False):
+        name = body["metadata"]["name"]
+        return await self._do(LEASE_CREATE, lambda: self.store.create(
+            self.key("leases", name), body, dry_run=dry_run))
+
+    async def update_lease(self, name, body, dry_run=False):
+        return await self._do(LEASE_UPDATE, lambda: self.store.update(
+            self.key("leases", name), body, dry_run=dry_run))
+
+    async def get_pod(self, name):
+        return await self._do(POD_GET, lambda: self.store.get(self.key("pods", name)))
+
+    async def patch_pod_labels(self, name, labels, dry_run=False):
+        return await self._do(POD_PATCH, lambda: self.store.patch(
+            self.key("pods", name), {"metadata": {"labels": labels}}, dry_run=dry_run))
+
+    async def get_node(self, name):
+        return await self._do(NODE_GET, lambda: self.store.get(self.key("nodes", name)))
+
+    async def patch_node_labels(self, name, labels, dry_run=False):
+        return await self._do(NODE_PATCH, lambda: self.store.patch(
+            self.key("nodes", name), {"metadata": {"labels": labels}}, dry_run=dry_run))
+
+    async def create_event(self, body, dry_run=False):
+        name = body["metadata"]["name"]
+        return await self._do(EVENT_CREATE, lambda: self.store.create(
+            self.key("events", name), body, dry_run=dry_run))
+
+    async def close(self):
+        pass
+
+
+class World:
+    """One store, one clock, any number of nodes."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+        self.clock = FakeClock(1000.0)
+        self.start = self.clock.now
+        self.ticks: list[Callable[[], Any]] = []  # run on every fake sleep (peers renewing)
+        for n in "abc":
+            self.store.put("", "pods", NS, f"pod-{n}", {"metadata": {"labels": {"app": "x"}}})
+            self.store.put("", "nodes", "", f"node-{n}", {"metadata": {"labels": {"zone": n}}})
+
+    def wall(self) -> datetime:
+        return T0 + timedelta(seconds=self.clock.now - self.start)
+
+    async def sleep(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        for tick in list(self.ticks):
+            await tick()
+        await asyncio.sleep(0)
+
+    def node(self, n: str, *, env: dict[str, str] | None = None, timeout: float = 30.0,
+             **opts: Any) -> tuple[KubernetesProvider, StoreApi, VipContext]:
+        options = {"lease_duration": 10, "renew_interval": 2, **opts}
+        spec = ProviderSpec("kubernetes", options, timeout)
+        environ = {"POD_NAME": f"pod-{n}", "NODE_NAME": f"node-{n}", "POD_NAMESPACE": NS,
+                   **(env or {})}
+        api = StoreApi(self.store)
+        p = KubernetesProvider(spec, VIP, CONFIG, environ=environ, api=api,  # type: ignore[arg-type]
+                               clock=self.clock, wall=self.wall, sleep=self.sleep)
+        ctx = VipContext(VIP, f"node-{n}", reason="master_down")
+        return p, api, ctx
+
+    def lease(self) -> dict[str, Any]:
+        obj = self.store.peek("coordination.k8s.io", "leases", NS, LEASE)
+        assert obj is not None
+        return obj["spec"]
+
+    def labels(self, kind: str, name: str) -> dict[str, str]:
+        ns = "" if kind == "nodes" else NS
+        obj = self.store.peek("", kind, ns, name) or {}
+        return obj.get("metadata", {}).get("labels", {})
+
+    def events(self) -> list[dict[str, Any]]:
+        evs = self.store.list("", "events", NS)
+        return sorted(evs, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+
+async def settle(p: KubernetesProvider) -> None:
+    """Let background event tasks finish."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    if p._background:
+        await asyncio.wait(set(p._background), timeout=1)
+
+
+async def promote(p: KubernetesProvider, ctx: VipContext) -> None:
+    await p.pre_master(ctx)
+    await p.up(ctx)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+# ------------------------------------------------------------------ acquisition
+async def test_first_promotion_creates_the_lease_labels_and_reports(world):
+    a, api, ctx = world.node("a", label_node=True)
+    await a.init()
+    await promote(a, ctx)
+    spec = world.lease()
+    assert spec["holderIdentity"] == "pod-a"
+    assert spec["leaseDurationSeconds"] == 10 and spec["leaseTransitions"] == 0
+    assert world.labels("pods", "pod-a") == {"app": "x", "vip-sidecar.io/vhid5": "master"}
+    assert world.labels("nodes", "node-a") == {"zone": "a", "vip-sidecar.io/vhid5": "master"}
+    assert ctx.extra["kubernetes.lease_transitions"] == 0
+    await settle(a)
+    ev = world.events()[-1]
+    assert ev["reason"] == "BecameMaster" and ev["type"] == "Normal"
+    assert "BACKUP -> MASTER (master_down)" in ev["message"]
+    assert ev["involvedObject"]["kind"] == "Pod" and ev["involvedObject"]["name"] == "pod-a"
+    assert ev["involvedObject"]["uid"]  # from init()'s pod read: kubectl describe finds it
+    assert api.calls[:2] == [POD_GET, NODE_GET]
+
+
+async def test_a_valid_lease_of_another_node_vetoes_without_writing(world):
+    a, _, ca = world.node("a")
+    b, bapi, cb = world.node("b", acquire_wait=0)
+    await promote(a, ca)
+    before = dict(world.lease())
+    with pytest.raises(Veto, match=r"lease ns/vip-sidecar-vhid5 is held by pod-a \(valid for"):
+        await b.pre_master(cb)
+    assert world.lease() == before
+    assert LEASE_UPDATE not in bapi.calls and LEASE_CREATE not in bapi.calls
+    await settle(b)
+    refused = [e for e in world.events() if e["reason"] == "PromotionRefused"]
+    assert refused and refused[-1]["type"] == "Warning"
+
+
+async def test_backup_waits_for_a_crashed_holder_then_takes_over_and_fixes_its_labels(world):
+    a, _, ca = world.node("a", label_node=True)
+    b, _, cb = world.node("b", label_node=True)
+    await promote(a, ca)
+    assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "master"
+    world.clock.advance(3.0)  # a dies right after renewing: CARP notices 3 s later
+    started = world.clock.now
+    await b.pre_master(cb)
+    waited = world.clock.now - started
+    # first look at t=3: stamp says 10 - 3 + 1 skew = 8 s, observation says 10 s -> 8 s
+    assert waited == pytest.approx(8.0, abs=0.6)
+    await b.up(cb)
+    spec = world.lease()
+    assert spec["holderIdentity"] == "pod-b" and spec["leaseTransitions"] == 1
+    assert cb.extra["kubernetes.lease_transitions"] == 1
+    # a was killed: it never said backup; b relabels it from the Lease's annotations
+    assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "backup"
+    assert world.labels("nodes", "node-a")["vip-sidecar.io/vhid5"] == "backup"
+    assert world.labels("pods", "pod-b")["vip-sidecar.io/vhid5"] == "master"
+    await settle(b)
+    msg = [e for e in world.events() if e["reason"] == "BecameMaster"][-1]["message"]
+    assert "waited 8." in msg and "leaseTransitions=1" in msg
+
+
+async def test_backup_stops_waiting_when_the_holder_renews_it_is_alive(world):
+    a, _, ca = world.node("a")
+    b, _, cb = world.node("b")
+    await promote(a, ca)
+
+    async def a_keeps_renewing():
+        await a.check(ca)
+
+    world.ticks.append(a_keeps_renewing)  # split brain: a is alive, b cannot hear it
+    started = world.clock.now
+    with pytest.raises(Veto, match="renewed it while we waited: the holder is alive"):
+        await b.pre_master(cb)
+    assert world.clock.now - started <= 2.5  # one renewal period, not the lease duration
+    assert world.lease()["holderIdentity"] == "pod-a"
+
+
+async def test_graceful_handover_takes_the_released_lease_at_once(world):
+    a, _, ca = world.node("a")
+    b, _, cb = world.node("b")
+    await promote(a, ca)
+    released = []
+
+    async def a_steps_down_after_one_second():
+        if not released and world.clock.now - started >= 1.0:
+            released.append(world.clock.now)
+            await a.down(ca)
+
+    world.ticks.append(a_steps_down_after_one_second)
+    started = world.clock.now
+    await b.pre_master(cb)
+    assert world.clock.now - released[0] <= 0.6  # one poll after the release
+    assert world.lease()["holderIdentity"] == "pod-b"
+    assert world.lease()["leaseTransitions"] == 1
+
+
+async def test_a_conflict_lost_to_another_writer_vetoes(world):
+    b, bapi, cb = world.node("b")
+    await b.down(cb)  # creates nothing: there is no lease yet
+    world.store.put("coordination.k8s.io", "leases", NS, LEASE, {"spec": {"leaseTransitions": 2}})
+
+    def c_wins_the_race():
+        world.store.update(("coordination.k8s.io", "leases", NS, LEASE), {
+            "metadata": {"name": LEASE},
+            "spec": {"holderIdentity": "pod-c", "leaseDurationSeconds": 10,
+                     "renewTime": world.wall().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                     "leaseTransitions": 3},
+        })
+
+    bapi.before[LEASE_UPDATE] = c_wins_the_race
+    with pytest.raises(Veto, match="409 Conflict on lease ns/vip-sidecar-vhid5: pod-c took it"):
+        await b.pre_master(cb)
+    assert world.lease()["holderIdentity"] == "pod-c"
+
+
+async def test_a_conflict_from_an_unrelated_edit_is_retried(world):
+    b, bapi, cb = world.node("b")
+    world.store.put("coordination.k8s.io", "leases", NS, LEASE, {"spec": {"leaseTransitions": 2}})
+
+    def someone_annotates():
+        obj = world.store.get(("coordination.k8s.io", "leases", NS, LEASE))
+        obj["metadata"]["annotations"] = {"team": "net"}
+        world.store.update(("coordination.k8s.io", "leases", NS, LEASE), obj)
+
+    bapi.before[LEASE_UPDATE] = someone_annotates
+    await b.pre_master(cb)
+    assert world.lease()["holderIdentity"] == "pod-b"
+    assert world.lease()["leaseTransitions"] == 3
+
+
+async def test_two_conflicts_in_a_row_veto(world):
+    b, bapi, cb = world.node("b")
+    world.store.put("coordination.k8s.io", "leases", NS, LEASE, {"spec": {}})
+
+    def bump():
+        obj = world.store.get(("coordination.k8s.io", "leases", NS, LEASE))
+        world.store.update(("coordination.k8s.io", "leases", NS, LEASE), obj)
+        bapi.before[LEASE_UPDATE] = bump  # and again next time
+
+    bapi.before[LEASE_UPDATE] = bump
+    with pytest.raises(Veto, match=r"409 Conflict on lease .* twice"):
+        await b.pre_master(cb)
+
+
+async def test_backup_asked_to_promote_during_an_outage_refuses(world):
+    b, bapi, cb = world.node("b")
+    bapi.down = True
+    with pytest.raises(Veto, match=r"apiserver unreachable .*a node that cannot "
+                                   r"confirm does not claim"):
+        await b.pre_master(cb)
+
+
+async def test_forbidden_lease_vetoes_with_the_rbac_message(world):
+    b, bapi, cb = world.node("b")
+    bapi.deny.add(LEASE_CREATE)
+    with pytest.raises(Veto, match="403"):
+        await b.pre_master(cb)
+
+
+# ------------------------------------------------------------------ while master
+async def test_renewal_is_one_conditional_write_per_period_and_no_reads(world):
+    a, api, ca = world.node("a")
+    await promote(a, ca)
+    api.calls.clear()
+    for _ in range(20):  # 20 ticks of 1 s = 10 renewals of a 2 s period
+        world.clock.advance(a.reassert_interval)
+        assert await a.check(ca) is False
+    assert api.calls.count(LEASE_UPDATE) == 10
+    assert LEASE_GET not in api.calls
+    assert world.lease()["leaseTransitions"] == 0
+
+
+async def test_renewal_that_finds_another_holder_steps_down_at_once(world):
+    a, _, ca = world.node("a")
+    await promote(a, ca)
+    obj = world.store.get(("coordination.k8s.io", "leases", NS, LEASE))
+    obj["spec"]["holderIdentity"] = "pod-z"
+    world.store.update(("coordination.k8s.io", "leases", NS, LEASE), obj)
+    world.clock.advance(2.0)
+    with pytest.raises(LeaseLost, match="now held by pod-z"):
+        await a.check(ca)
+    await settle(a)
+    assert world.events()[-1]["reason"] == "LeaseLost"
+
+
+async def test_renewal_after_a_foreign_edit_keeps_the_lease(world):
+    a, _, ca = world.node("a")
+    await promote(a, ca)
+    obj = world.store.get(("coordination.k8s.io", "leases", NS, LEASE))
+    obj["metadata"]["annotations"]["team"] = "net"
+    world.store.update(("coordination.k8s.io", "leases", NS, LEASE), obj)
+    world.clock.advance(2.0)
+    assert await a.check(ca) is False
+    assert world.lease()["holderIdentity"] == "pod-a"
+
+
+async def test_a_deleted_lease_is_recreated_by_its_holder(world):
+    a, _, ca = world.node("a")
+    await promote(a, ca)
+    world.store.delete("coordination.k8s.io", "leases", NS, LEASE)
+    world.clock.advance(2.0)
+    await a.check(ca)
+    assert world.lease()["holderIdentity"] == "pod-a"
+
+
+async def measure_outage(world, policy: str) -> float:
+    a, api, ca = world.node("a", apiserver_outage=policy)
+    await promote(a, ca)
+    api.down = True
+    start = world.clock.now
+    while world.clock.now - start < 60:
+        world.clock.advance(a.reassert_interval)
+        try:
+            await a.check(ca)
+        except RuntimeError as exc:
+            assert "stepping down" in str(exc) and f"apiserver_outage={policy}" in str(exc)
+            return world.clock.now - start
+    raise AssertionError("never stepped down")
+
+
+async def test_failsafe_keeps_master_for_the_lease_term_then_steps_down(world):
+    kept = await measure_outage(world, "failsafe")
+    # 10 s lease; the last decision must come one decision latency (1.1 tick + 1 s
+    # housekeeping + 2 s request timeout = 4.1 s) before the term ends
+    assert 5.0 <= kept <= 10.0
+    assert kept == pytest.approx(6.0, abs=1.01)
+
+
+async def test_demote_policy_steps_down_at_the_first_failed_renewal(world):
+    kept = await measure_outage(world, "demote")
+    assert kept <= 2.0  # the next renewal (2 s period)
+
+
+async def test_failsafe_survives_an_outage_shorter_than_the_lease(world):
+    a, api, ca = world.node("a")
+    await promote(a, ca)
+    api.down = True
+    for _ in range(4):
+        world.clock.advance(1.0)
+        assert await a.check(ca) is False
+    api.down = False
+    world.clock.advance(1.0)
+    await a.check(ca)
+    assert a._outage_since is None
+    for _ in range(30):  # the term is counted from the new renewal again
+        world.clock.advance(1.0)
+        await a.check(ca)
+    assert world.lease()["holderIdentity"] == "pod-a"
+
+
+async def test_failsafe_counts_a_hung_renewal_as_a_failure(world):
+    a, api, ca = world.node("a")
+    await promote(a, ca)
+    api.deny.add(LEASE_UPDATE)  # RBAC revoked: same policy as unreachable
+    world.clock.advance(2.0)
+    assert await a.check(ca) is False
+    assert a._outage_since is not None
+
+
+async def test_label_failures_do_not_fail_up_and_are_repaired_by_check(world):
+    a, api, ca = world.node("a")
+    api.deny.add(POD_PATCH)
+    await promote(a, ca)  # the lease is the fence; a label is a signal, not a reason to fail
+    assert "vip-sidecar.io/vhid5" not in world.labels("pods", "pod-a")
+    api.deny.clear()
+    world.clock.advance(1.0)
+    assert await a.check(ca) is True  # repaired
+    assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "master"
+
+
+# ------------------------------------------------------------------ stepping down
+async def test_down_releases_and_the_next_holder_increments_transitions(world):
+    a, _, ca = world.node("a")
+    b, _, cb = world.node("b")
+    await promote(a, ca)
+    await a.down(ca)
+    spec = world.lease()
+    assert "holderIdentity" not in spec and spec["leaseTransitions"] == 0
+    assert world.labels("pods", "pod-a") == {"app": "x", "vip-sidecar.io/vhid5": "backup"}
+    await promote(b, cb)
+    assert world.lease()["holderIdentity"] == "pod-b"
+    assert world.lease()["leaseTransitions"] == 1
+    await settle(a)
+    backup = [e for e in world.events() if e["reason"] == "BecameBackup"][-1]
+    assert "MASTER -> BACKUP" in backup["message"] and "lease released" in backup["message"]
+
+
+async def test_restart_releases_a_lease_left_from_a_previous_life(world):
+    a, _, ca = world.node("a")
+    await promote(a, ca)
+    a2, _, ca2 = world.node("a")  # kill -9 and restart: same pod name, fresh process
+    await a2.down(ca2)  # the runtime's INIT -> BACKUP
+    assert "holderIdentity" not in world.lease()
+
+
+async def test_down_during_an_outage_retries_until_the_apiserver_answers(world):
+    a, api, ca = world.node("a")
+    await promote(a, ca)
+    api.down = True
+    await a.down(ca)
+    assert world.lease()["holderIdentity"] == "pod-a"
+    assert a._retry is not None and not a._retry.done()
+    api.down = False
+    await asyncio.wait_for(a._retry, timeout=5)
+    assert "holderIdentity" not in world.lease()
+    assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "backup"
+
+
+async def test_down_does_not_touch_a_lease_someone_else_holds(world):
+    a, _, ca = world.node("a")
+    b, _, cb = world.node("b")
+    await promote(a, ca)
+    world.clock.advance(20)
+    await promote(b, cb)
+    await a.down(ca)
+    assert world.lease()["holderIdentity"] == "pod-b"
+
+
+async def test_up_without_a_held_lease_acquires_or_fails(world):
+    a, _, ca = world.node("a")
+    b, _, cb = world.node("b")
+    await b.up(cb)  # no pre_master (a runtime without vetoes): up takes the lease itself
+    assert world.lease()["holderIdentity"] == "pod-b"
+    with pytest.raises(LeaseLost):
+        await a.up(ca)
+
+
+# ------------------------------------------------------------------ RBAC contract
+async def test_a_full_cycle_uses_exactly_the_declared_calls(world):
+    a, aapi, ca = world.node("a", label_node=True)
+    b, bapi, cb = world.node("b", label_node=True)
+    for p, c in ((a, ca), (b, cb)):
+        await p.init()
+        await p.down(c)
+    await promote(a, ca)
+    world.clock.advance(2.0)
+    await a.check(ca)
+    world.clock.advance(30)  # a "dies"
+    await promote(b, cb)
+    await b.down(cb)
+    for p in (a, b):
+        await settle(p)
+        await p.preflight()
+    used = set(aapi.calls) | set(bapi.calls)
+    assert used == set(API_CALLS)
+
+
+async def test_without_node_labels_no_node_call_is_made(world):
+    a, api, ca = world.node("a")
+    await a.init()
+    await promote(a, ca)
+    await a.down(ca)
+    await settle(a)
+    assert not {c for c in api.calls if c.resource == "nodes"}
+    assert a.opts.calls == frozenset(c for c in API_CALLS if c.resource != "nodes")
+
+
+async def test_preflight_uses_dry_runs_and_changes_nothing(world):
+    a, _, _ = world.node("a", label_node=True)
+    before = world.store._rv
+    lines = await a.preflight()
+    assert all(ok for ok, _ in lines), lines
+    assert world.store._rv == before
+    text = "\n".join(t for _, t in lines)
+    assert "create lease (dry run)" in text and "patch node node-a (dry run)" in text
+
+
+# ------------------------------------------------------------------ options
+def spec(**opts: Any) -> ProviderSpec:
+    return ProviderSpec("kubernetes", opts, 30.0)
+
+
+ENV = {"POD_NAME": "p", "NODE_NAME": "n", "POD_NAMESPACE": "ns"}
+
+
+def test_defaults_and_derived_names():
+    opts, timeout = parse_options(spec(), VIP, ENV)
+    assert (opts.lease_name, opts.namespace, opts.identity) == ("vip-sidecar-vhid5", "ns", "p")
+    assert opts.label_key == "vip-sidecar.io/vhid5"
+    assert (opts.lease_duration, opts.renew_interval, opts.max_clock_skew) == (10, 2.0, 1.0)
+    assert opts.apiserver_outage.value == "failsafe" and opts.label_pod and not opts.label_node
+    assert opts.acquire_wait <= timeout - 2 * opts.request_timeout - 1
+
+
+@pytest.mark.parametrize(("env", "identity"), [
+    ({"POD_NAME": "p", "NODE_NAME": "n"}, "p"),
+    ({"NODE_NAME": "n"}, "n"),
+])
+def test_identity_prefers_the_pod_name(env, identity):
+    assert parse_options(spec(), VIP, env)[0].identity == identity
+
+
+def test_identity_falls_back_to_the_hostname():
+    import socket
+
+    assert parse_options(spec(), VIP, {})[0].identity == socket.gethostname()
+
+
+@pytest.mark.parametrize(("opts", "env", "message"), [
+    ({"renew_interval": 6}, ENV, "at most half of lease_duration"),
+    ({"lease_duration": 2.5}, ENV, "whole seconds"),
+    ({"apiserver_outage": "ignore"}, ENV, "failsafe or demote"),
+    ({"lease_nme": "x"}, ENV, r"unknown options \['lease_nme'\]"),
+    ({"namespace": "other"}, ENV, "differs from POD_NAMESPACE"),
+    ({"label_node": True}, {"POD_NAME": "p"}, "needs the node name"),
+    ({"acquire_wait": 29}, ENV, "at most"),
+    ({"lease_name": "Bad_Name"}, ENV, "DNS-1123"),
+    ({"label_pod": "maybe"}, ENV, "boolean"),
+])
+def test_bad_options_are_refused_at_start(opts, env, message):
+    with pytest.raises(ProviderConfigError, match=message):
+        parse_options(spec(**opts), VIP, env)
+
+
+def test_the_provider_timeout_must_fit_the_calls():
+    with pytest.raises(ProviderConfigError, match="provider timeout"):
+        parse_options(ProviderSpec("kubernetes", {"request_timeout": 5}, 8.0), VIP, ENV)
+
+
+def test_create_is_the_entry_point_the_runtime_loads():
+    p = create(spec(kubeconfig="/nonexistent"), VIP, CONFIG)
+    assert isinstance(p, KubernetesProvider) and p.can_veto
+    assert p.reassert_interval == 1.0
+
+
+def test_no_pod_name_means_no_pod_label_and_events_on_the_lease(world):
+    a, _, _ = world.node("a", env={"POD_NAME": ""})
+    assert not a.opts.label_pod and a.opts.identity == "node-a"
