@@ -1,0 +1,89 @@
+"""Faults injected on the wire in front of moto (throttling, 5xx, UnauthorizedOperation,
+slow answers) while two real sidecar daemons elect a master (issue 4, must-show 3)."""
+
+import time
+
+import pytest
+
+from tests.awsfakes.bed import events, make_bed, wait_owner
+from tests.integration.harness import NETNS, wait_for
+
+pytestmark = [NETNS, pytest.mark.netns]
+MODE = "secondary-ip"
+ASSIGN = "AssignPrivateIpAddresses"
+
+
+@pytest.fixture
+def bed(make_topo, monkeypatch):
+    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_EC2"):
+        monkeypatch.delenv(var, raising=False)
+    b = make_bed(make_topo)
+    yield b
+    b.moto.stop()
+    b.imds.stop()
+
+
+@pytest.mark.parametrize("kind", ["throttle", "5xx"])
+def test_throttling_and_5xx_are_retried_and_the_move_succeeds(bed, kind):
+    a_ip = bed.hosts[0].ip
+    # 4 failures: more than botocore's 3 attempts, so the provider's own loop retries too
+    fault = bed.moto.injector.add(ASSIGN, kind, count=4, client=a_ip)
+    a = bed.start(0, MODE, advskew=0, name="a")
+    b = bed.start(1, MODE, advskew=50, name="b")
+    wait_owner(bed, MODE, bed.eni(0), 20)
+    assert fault.hits == 4
+    calls = bed.moto.injector.calls(ASSIGN, a_ip)
+    assert [c.fault for c in calls] == [kind] * 4 + [None]
+    retried = wait_for(lambda: events(a, "aws_call_retried"), 5, what="retry summary")[-1]
+    assert retried["op"] == ASSIGN
+    assert retried["botocore_retries"] == 3 and retried["loop_retries"] == 1
+    code = "RequestLimitExceeded" if kind == "throttle" else "InternalError"
+    assert [e["code"] for e in events(a, "aws_retry")] == [code]
+    span = calls[-1].at - calls[0].at
+    print(f"\n{kind}: {len(calls)} {ASSIGN} requests over {span:.2f}s "
+          f"(3 botocore attempts, 1 provider retry, 2 more botocore attempts)")
+    assert a.state() == "MASTER" and b.state() == "BACKUP" and b.became("MASTER") is None
+    assert a.vip()["counters"]["provider_failures"] == {}
+
+
+def test_unauthorized_demotes_with_the_iam_action_named_and_the_peer_takes_over(bed):
+    a_ip = bed.hosts[0].ip
+    bed.moto.injector.add(ASSIGN, "unauthorized", count=None, client=a_ip)
+    a = bed.start(0, MODE, advskew=0, name="a")
+    b = bed.start(1, MODE, advskew=50, name="b")
+    wait_for(lambda: events(a, "demote"), 12, what="a demotes")
+    wait_for(lambda: b.state() == "MASTER", 8, what="b MASTER")
+    wait_owner(bed, MODE, bed.eni(1), 10)
+    demote = events(a, "demote")[0]
+    assert "ec2:AssignPrivateIpAddresses" in demote["message"]
+    assert "UnauthorizedOperation" in demote["message"]
+    failure = [e for e in a.events() if e.get("event") == "provider_failure"][0]
+    assert "not retried" in failure["error"]
+    # never retried: exactly one request per promotion of a
+    promotions = [t for t in a.transitions() if t[1] == "MASTER"]
+    assert len(bed.moto.injector.calls(ASSIGN, a_ip)) == len(promotions) >= 1
+    time.sleep(2)
+    assert a.state() == "BACKUP" and b.state() == "MASTER"
+    assert bed.owner(MODE) == bed.eni(1)
+
+
+def test_a_slow_ec2_call_blocks_neither_adverts_nor_the_election(bed):
+    a_ip = bed.hosts[0].ip
+    delay = 4.0
+    bed.moto.injector.add(ASSIGN, "delay", count=1, client=a_ip, delay_s=delay)
+    a = bed.start(0, MODE, advskew=0, name="a")
+    b = bed.start(1, MODE, advskew=50, name="b")
+    wait_for(lambda: bed.moto.injector.calls(ASSIGN, a_ip), 10, what="a's slow call")
+    sent0 = a.vip()["counters"]["adverts_sent"]
+    time.sleep(2.5)
+    sent1 = a.vip()["counters"]["adverts_sent"]
+    assert bed.owner(MODE) is None  # the call is still hanging
+    assert sent1 - sent0 >= 2, (sent0, sent1)
+    assert b.state() == "BACKUP" and b.became("MASTER") is None
+    wait_owner(bed, MODE, bed.eni(0), 10)
+    claimed = wait_for(lambda: events(a, "aws_claimed"), 5, what="claim logged")[-1]
+    print(f"\nslow call: adverts {sent0}->{sent1} in 2.5s while the call hung; "
+          f"claim effective after {claimed['effective_s']}s")
+    assert claimed["effective_s"] >= delay - 0.5
+    assert b.became("MASTER") is None and a.state() == "MASTER"
