@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from providers.base import Provider, load_provider
@@ -20,6 +21,7 @@ from sidecar.log import RateLimitedWarnings, event
 from sidecar.transport import InterfaceTransport
 
 HOUSEKEEPING_S = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 USR2_HOLD_S = 3.0  # ucarp sleeps 3 s after a SIGUSR2 demotion
 
 
@@ -36,8 +38,17 @@ def build_providers(config: Config) -> dict[str, list[Provider]]:
 
 
 class Runtime:
-    def __init__(self, config: Config, providers: dict[str, list[Provider]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        providers: dict[str, list[Provider]] | None = None,
+        *,
+        transport_factory: Callable[[str], InterfaceTransport] = InterfaceTransport,
+        handle_signals: bool = True,
+    ) -> None:
         self.config = config
+        self._transport_factory = transport_factory
+        self._handle_signals = handle_signals
         self._providers = providers if providers is not None else build_providers(config)
         self.transports: dict[str, InterfaceTransport] = {}
         self.instances: list[VipInstance] = []
@@ -63,7 +74,7 @@ class Runtime:
         for vip in self.config.vips:
             transport = self.transports.get(vip.interface)
             if transport is None:
-                transport = InterfaceTransport(vip.interface)
+                transport = self._transport_factory(vip.interface)
                 self.transports[vip.interface] = transport
                 event(
                     logging.INFO,
@@ -78,10 +89,11 @@ class Runtime:
             )
             self.instances.append(inst)
             self._by_vhid[(vip.interface, vip.vhid)] = inst
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGUSR1, self.log_states)
-        loop.add_signal_handler(signal.SIGUSR2, self.demote_masters)
+        if self._handle_signals:
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+            loop.add_signal_handler(signal.SIGUSR1, self.log_states)
+            loop.add_signal_handler(signal.SIGUSR2, self.demote_masters)
         for transport in self.transports.values():
             loop.add_reader(transport.fileno(), self._on_readable, transport)
         await asyncio.gather(*(inst.start() for inst in self.instances))
@@ -110,15 +122,9 @@ class Runtime:
         for transport in self.transports.values():
             loop.remove_reader(transport.fileno())
             transport.close()
-        for sig in (
-            signal.SIGTERM,
-            signal.SIGINT,
-            signal.SIGQUIT,
-            signal.SIGHUP,
-            signal.SIGUSR1,
-            signal.SIGUSR2,
-        ):
-            loop.remove_signal_handler(sig)
+        if self._handle_signals:
+            for sig in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2):
+                loop.remove_signal_handler(sig)
         event(logging.INFO, "stopped", event="stopped")
 
     # -- receive ---------------------------------------------------------------------

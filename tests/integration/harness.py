@@ -387,6 +387,46 @@ class Topology:
             "nft", "add", "rule", "bridge", "vipt", "vipfwd", "ip", "daddr", "224.0.0.0/4", "drop"
         )
 
+    def carp_loss(self, percent: int) -> None:
+        """Random loss of protocol-112 frames on the bridge. This kernel has no sch_netem,
+        so nftables' `numgen random` on the bridge forward hook plays tc netem's part."""
+        if not getattr(self, "_loss_table", False):
+            self.hub_run("nft", "add", "table", "bridge", "loss")
+            self.hub_run(
+                "nft",
+                "add",
+                "chain",
+                "bridge",
+                "loss",
+                "lossfwd",
+                "{ type filter hook forward priority -10; }",
+            )
+            self._loss_table = True
+        self.hub_run("nft", "flush", "chain", "bridge", "loss", "lossfwd")
+        if percent >= 100:
+            self.hub_run(
+                "nft", "add", "rule", "bridge", "loss", "lossfwd", "ip", "protocol", "112", "drop"
+            )
+        elif percent > 0:
+            self.hub_run(
+                "nft",
+                "add",
+                "rule",
+                "bridge",
+                "loss",
+                "lossfwd",
+                "ip",
+                "protocol",
+                "112",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                str(percent),
+                "drop",
+            )
+
     def block_carp_between(self, a: Host, b: Host) -> None:
         """Partition: drop protocol 112 between two hosts' bridge ports."""
         self.hub_run("nft", "add", "table", "bridge", "part")

@@ -12,3 +12,42 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FakeTransport:
+    """Stands in for InterfaceTransport: records what would go on the wire."""
+
+    def __init__(self, ifname: str) -> None:
+        import os
+
+        self.ifname = ifname
+        self.mac = bytes.fromhex("020000000099")
+        self.ethernet = True
+        self._r, self._w = os.pipe()  # a real fd the loop can watch; never readable
+        self.sent: list[tuple[str, bytes]] = []
+
+    def fileno(self) -> int:
+        return self._r
+
+    def join(self, group) -> None:
+        pass
+
+    def receive(self, limit: int = 64) -> list:
+        return []
+
+    def send_multicast(
+        self, packet: bytes, vhid: int, group, *, broadcast: bool, real_mac: bool
+    ) -> None:
+        self.sent.append(("mcast", packet))
+
+    def send_unicast(self, packet: bytes, dst) -> None:
+        self.sent.append((f"unicast:{dst}", packet))
+
+    def send_frame(self, frame: bytes) -> None:
+        self.sent.append(("frame", frame))
+
+    def close(self) -> None:
+        import os
+
+        os.close(self._r)
+        os.close(self._w)
