@@ -1,0 +1,171 @@
+"""The aws provider in-process against moto's HTTP server and the fake IMDS on loopback:
+no namespaces or root needed, so these run everywhere (issue 4, must-show 2 and 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+
+import pytest
+
+from providers.aws import AwsProvider, create
+from providers.aws_api import clear_clients
+from providers.aws_errors import AwsPermissionError
+from providers.aws_imds import ImdsClient
+from providers.base import VipContext
+from sidecar.config import build_config
+from tests.awsfakes.imds import FakeImds
+from tests.awsfakes.moto_server import FaultyMoto
+from tests.awsfakes.world import World, seed
+
+NET = "10.77"
+MACS = ["02:00:00:77:00:01", "02:00:00:77:00:02"]
+VIP = f"{NET}.0.100"
+
+
+@pytest.fixture(scope="module")
+def servers():
+    moto = FaultyMoto("127.0.0.1")
+    imds = FakeImds("127.0.0.1")
+    yield moto, imds
+    moto.stop()
+    imds.stop()
+
+
+@pytest.fixture
+def world(servers, monkeypatch) -> World:
+    moto, imds = servers
+    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    moto.reset()
+    imds.hang_put = False
+    imds.revoke_tokens()
+    clear_clients()
+    return seed(moto.client(), [f"{NET}.0.1", f"{NET}.0.2"], MACS,
+                vpc_cidr=f"{NET}.0.0/16", subnet_cidr=f"{NET}.0.0/24")
+
+
+def provider(servers, world: World, i: int, mode: str = "secondary-ip", vip: str = VIP,
+             **opts) -> AwsProvider:
+    moto, imds = servers
+    # both nodes share the loopback address: IMDS answers for the node under test
+    imds.default = world.imds_instance(world.nodes[i])
+    options = {"name": "aws", "mode": mode, "endpoint_url": moto.url,
+               "imds_endpoint": imds.url, "mac": MACS[i], **opts}
+    cfg = build_config({"interface": "lo", "srcip": f"{NET}.0.{i + 1}", "vhid": 3,
+                        "pass": "pw", "addr": vip, "providers": [options]})
+    p = create(cfg.vips[0].providers[0], cfg.vips[0], cfg)
+    assert isinstance(p, AwsProvider)
+    return p
+
+
+def ctx(p: AwsProvider, node: str) -> VipContext:
+    return VipContext(p.vip, node)
+
+
+def test_moto_keeps_duplicates_when_reassigning(servers, world):
+    """The premise of the next test: moto ignores AllowReassignment (aws.md 4.2)."""
+    for node in world.nodes:
+        world.ec2.assign_private_ip_addresses(NetworkInterfaceId=node.eni_id,
+                                              PrivateIpAddresses=[VIP], AllowReassignment=True)
+    assert world.secondary_holders(VIP) == sorted(n.eni_id for n in world.nodes)
+
+
+def test_takeover_leaves_the_vip_on_exactly_one_eni(servers, world):
+    moto, _ = servers
+    a = provider(servers, world, 0)
+    asyncio.run(a.init())
+    asyncio.run(a.up(ctx(a, "a")))
+    assert world.secondary_holders(VIP) == [world.nodes[0].eni_id]
+    b = provider(servers, world, 1)
+    asyncio.run(b.init())
+    asyncio.run(b.up(ctx(b, "b")))
+    # read both ENIs back: only b's lists the VIP
+    assert world.secondary_holders(VIP) == [world.nodes[1].eni_id]
+    unassigned = moto.injector.calls("UnassignPrivateIpAddresses")
+    assert [u.params["NetworkInterfaceId"] for u in unassigned] == [world.nodes[0].eni_id]
+    assert b.epoch == 2
+    tags = world.tags(world.nodes[1].eni_id)
+    assert tags[f"vip-sidecar/{VIP}/epoch"] == "2"
+    assert tags[f"vip-sidecar/{VIP}/holder"] == f"b/{world.nodes[1].eni_id}"
+    # a's periodic check now sees b's newer claim and refuses to take the VIP back
+    with pytest.raises(Exception, match="fencing epoch 2 > ours"):
+        asyncio.run(a.check(ctx(a, "a")))
+    assert world.secondary_holders(VIP) == [world.nodes[1].eni_id]
+
+
+def test_duplicate_left_by_someone_else_is_repaired_by_check(servers, world):
+    a = provider(servers, world, 0)
+    asyncio.run(a.init())
+    asyncio.run(a.up(ctx(a, "a")))
+    assert asyncio.run(a.check(ctx(a, "a"))) is False
+    # a stale copy appears on the other ENI (no fencing claim): drift, repaired
+    world.ec2.assign_private_ip_addresses(NetworkInterfaceId=world.nodes[1].eni_id,
+                                          PrivateIpAddresses=[VIP], AllowReassignment=True)
+    assert asyncio.run(a.check(ctx(a, "a"))) is True
+    assert world.secondary_holders(VIP) == [world.nodes[0].eni_id]
+    assert a.drifts == 1 and a.epoch == 2
+
+
+def test_denied_assign_is_not_retried_and_names_the_action(servers, world):
+    moto, _ = servers
+    moto.injector.add("AssignPrivateIpAddresses", "unauthorized", count=None)
+    a = provider(servers, world, 0)
+    asyncio.run(a.init())
+    with pytest.raises(AwsPermissionError, match="ec2:AssignPrivateIpAddresses"):
+        asyncio.run(a.up(ctx(a, "a")))
+    assert len(moto.injector.calls("AssignPrivateIpAddresses")) == 1
+
+
+def test_region_from_availability_zone_when_imds_has_no_region(servers, world):
+    _, imds = servers
+    a = provider(servers, world, 0, mode="eip", allocation_id=world.allocation_id)
+    assert imds.default is not None
+    imds.default.publish_region = False
+    asyncio.run(a.init())
+    assert a.ident is not None and a.ident.region == "eu-west-1"
+    assert a.ident.sources["region"] == "imds"
+
+
+def test_explicit_ids_need_no_imds(servers, world, monkeypatch):
+    _, imds = servers
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # boto3 alone would ignore AWS_REGION
+    imds.hang_put = True  # any IMDS use would stall
+    node = world.nodes[0]
+    a = provider(servers, world, 0, mode="route", vip="192.168.200.7",
+                 route_table_ids=world.route_tables, eni_id=node.eni_id)
+    before = imds.counters.puts
+    asyncio.run(a.init())
+    assert imds.counters.puts == before
+    assert a.ident is not None and a.ident.sources["region"] == "environment"
+    assert a.ident.instance_id == node.instance_id  # from DescribeNetworkInterfaces
+
+
+# -- the IMDS client against the token-checking server -------------------------------------
+def test_imds_server_rejects_requests_without_a_token(servers, world):
+    _, imds = servers
+    imds.default = world.imds_instance(world.nodes[0])
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(imds.url + "/latest/meta-data/instance-id", timeout=2)
+    assert exc.value.code == 401
+
+
+def test_imds_client_caches_the_token_and_refetches_once_on_401(servers, world):
+    _, imds = servers
+    node = world.nodes[0]
+    imds.default = world.imds_instance(node)
+    client = ImdsClient(endpoint=imds.url, timeout=1.0)
+    puts = imds.counters.puts
+    assert client.instance_id() == node.instance_id
+    assert client.region() == "eu-west-1"
+    info = client.interface(node.mac)
+    assert info["interface-id"] == node.eni_id and info["subnet-id"] == world.subnet_id
+    assert imds.counters.puts == puts + 1  # one token for all the GETs
+    imds.revoke_tokens()
+    assert client.instance_id() == node.instance_id
+    assert imds.counters.puts == puts + 2
+    assert client.stats.token_refetches_on_401 == 1
