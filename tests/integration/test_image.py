@@ -234,7 +234,9 @@ def container(image: str) -> Iterator[str]:
         buildah("rm", ctr, check=False)
 
 
-def run_in(ctr: str, *cmd: str, user: str | None = None, caps: tuple[str, ...] = ()):
+def run_in(
+    ctr: str, *cmd: str, user: str | None = None, caps: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     args = ["run", "--isolation", "chroot"]
     if user:
         args += ["--user", user]
