@@ -287,6 +287,10 @@ def test_existing_secret_is_mounted_not_created() -> None:
     (secret_volume,) = [v for v in volumes if "secret" in v]
     assert secret_volume["secret"]["secretName"] == "carp"
     assert secret_volume["secret"]["defaultMode"] == 0o400
+    nonroot = render_chart(set_values={"security": {"nonRoot": True}})
+    volumes = one(nonroot, "DaemonSet")["spec"]["template"]["spec"]["volumes"]
+    (secret_volume,) = [v for v in volumes if "secret" in v]
+    assert secret_volume["secret"]["defaultMode"] == 0o440  # group fsGroup, never others
     config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["config.yaml"])
     assert config["passfile"] == "/etc/vip-sidecar/secret/pw"
 
@@ -384,13 +388,13 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
             v["passwordKey"] for v in values["vips"] if v.get("passwordKey")
         }
         data = {k: f"pw-{k}".encode()[:19] for k in keys}
+    (secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
     secret_dir = tmp_path / "secret"
     secret_dir.mkdir()
     for key, value in data.items():
         (secret_dir / key).write_bytes(value)
-        (secret_dir / key).chmod(0o400)
+        (secret_dir / key).chmod(secret_volume["secret"]["defaultMode"])  # as kubelet would
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    (secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
     mount_path = mounts[secret_volume["name"]]
 
     (config_volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
