@@ -97,6 +97,7 @@ TRANSIENT_EXCEPTIONS = frozenset(
         "HTTPClientError",
         "ProxyConnectionError",
         "ResponseStreamingError",
+        "ResponseParserError",  # an HTML error page from a proxy or an emulator crash
         "TimeoutError",
     }
 )

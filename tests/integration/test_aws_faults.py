@@ -58,7 +58,7 @@ def test_unauthorized_demotes_with_the_iam_action_named_and_the_peer_takes_over(
     demote = events(a, "demote")[0]
     assert "ec2:AssignPrivateIpAddresses" in demote["message"]
     assert "UnauthorizedOperation" in demote["message"]
-    failure = [e for e in a.events() if e.get("event") == "provider_failure"][0]
+    failure = next(e for e in a.events() if e.get("event") == "provider_failure")
     assert "not retried" in failure["error"]
     # never retried: exactly one request per promotion of a
     promotions = [t for t in a.transitions() if t[1] == "MASTER"]
