@@ -468,7 +468,10 @@ class KubernetesProvider(Provider):
     async def check(self, ctx: VipContext) -> bool:
         api = await self._ensure_api()
         now = self._clock()
-        if now - self._last_renew >= self.opts.renew_interval or self._outage_since:
+        # the runtime calls us on its 1 s housekeeping grid: allow half a tick early, or a
+        # 2 s period would quietly become 3 s
+        due = self._last_renew + self.opts.renew_interval - self.tick_s / 2
+        if now >= due or self._outage_since:
             self._last_renew = now
             try:
                 async with self._lock:
