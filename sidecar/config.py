@@ -500,9 +500,10 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
     advbase, advskew = f.get("advbase", 1), f.get("advskew", 0)
     if advbase == 0 and advskew == 0:
         raise ConfigError(where + "advbase", "advbase and advskew cannot both be 0")
-    peers = f.get("peers", ())
-    if f["srcip"] in peers:
-        raise ConfigError(where + "peers", f"must not contain this node's own srcip {f['srcip']}")
+    # one peer list for a whole DaemonSet contains every node, this one included
+    peers = tuple(p for p in f.get("peers", ()) if p != f["srcip"])
+    if f.get("peers") and not peers:
+        raise ConfigError(where + "peers", f"lists only this node's own srcip {f['srcip']}")
     providers = f.get("providers")
     if providers is None:
         has_scripts = f.get("upscript") or f.get("downscript")

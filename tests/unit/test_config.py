@@ -40,7 +40,7 @@ def test_minimal_flags_and_defaults():
         ("deadratio", "0", "deadratio: must be an integer >= 1"),
         ("preempt", "maybe", "preempt: must be a boolean"),
         ("interface", "a" * 16, "interface: must be a Linux interface name"),
-        ("peers", "10.0.0.2", "peers: must not contain this node's own srcip"),
+        ("peers", "10.0.0.2", "peers: lists only this node's own srcip"),
         ("providers", "nosuch", "unknown provider 'nosuch'"),
     ],
 )
@@ -57,6 +57,11 @@ def test_missing_required_fields():
         with pytest.raises(ConfigError) as exc:
             build_config(overrides=data)
         assert exc.value.field_name == field
+
+
+def test_own_srcip_is_dropped_from_a_shared_peer_list():
+    cfg = build_config(overrides={**BASE, "peers": "10.0.0.1,10.0.0.2,10.0.0.3"})
+    assert cfg.vips[0].peers == (IPv4Address("10.0.0.1"), IPv4Address("10.0.0.3"))
 
 
 def test_c_style_integers_like_ucarp():
