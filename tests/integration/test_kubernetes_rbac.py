@@ -1,0 +1,151 @@
+"""The chart's RBAC is exactly what the Kubernetes provider calls (issue 5, must-show 5).
+
+The provider declares every call it makes in providers.k8s_api.API_CALLS (and refuses
+to make one that is not there; the fake apiserver tests check that the requests it
+really sends match the table). Here the table is compared, as (group, resource, verb)
+sets and with exact equality, with:
+
+* the chart's Role/ClusterRole as the real Helm library renders them (helm-sdkpy via
+  tests/integration/helmutil.py; skipped where no Python 3.12 is available), with and
+  without node labelling;
+* the rbac.yaml template itself, parsed without Helm (always runs), so a CI without the
+  Helm venv still notices a drift.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from providers.k8s_api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, rbac_triples
+from providers.kubernetes import parse_options
+from sidecar.config import ProviderSpec, build_config
+from tests.integration import helmutil
+
+TEMPLATE = helmutil.CHART / "templates" / "rbac.yaml"
+EXAMPLE = "examples/values-kubernetes.yaml"
+Triple = tuple[str, str, str]
+
+
+def triples(rules: list[dict[str, Any]]) -> set[Triple]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+def rbac(manifests: list[dict[str, Any]]) -> tuple[set[Triple], set[Triple]]:
+    role = [t for m in helmutil.by_kind(manifests, "Role") for t in triples(m["rules"])]
+    cluster = [t for m in helmutil.by_kind(manifests, "ClusterRole") for t in triples(m["rules"])]
+    return set(role), set(cluster)
+
+
+# ------------------------------------------------------------------ without Helm
+def template_documents() -> list[dict[str, Any]]:
+    """rbac.yaml with the Go-template syntax taken out: comments and control lines
+    dropped, inline expressions replaced by a placeholder. Good enough for the rules."""
+    text = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", TEMPLATE.read_text(), flags=re.S)
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("{{") and stripped.endswith("}}"):
+            continue  # if/end/include-with-nindent lines
+        lines.append(re.sub(r"\{\{.*?\}\}", "placeholder", line))
+    return [d for d in yaml.safe_load_all("\n".join(lines)) if d]
+
+
+def test_the_table_is_what_the_provider_is_configured_to_need():
+    assert NAMESPACED_CALLS | NODE_CALLS == API_CALLS
+    assert all(not c.cluster_scoped for c in NAMESPACED_CALLS)
+    assert all(c.cluster_scoped for c in NODE_CALLS)
+    env = {"POD_NAME": "p", "NODE_NAME": "n", "POD_NAMESPACE": "ns"}
+    vip = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": 1, "pass": "x",
+                        "addr": "10.0.0.2"}).vips[0]
+    plain, _ = parse_options(ProviderSpec("kubernetes", {}), vip, env)
+    nodes, _ = parse_options(ProviderSpec("kubernetes", {"label_node": True}), vip, env)
+    assert plain.calls == NAMESPACED_CALLS and nodes.calls == API_CALLS
+
+
+def test_rbac_template_grants_exactly_the_provider_calls():
+    docs = template_documents()
+    role, cluster = rbac(docs)
+    assert role == rbac_triples(NAMESPACED_CALLS)
+    assert cluster == rbac_triples(NODE_CALLS)
+    assert role | cluster == rbac_triples(API_CALLS)
+    # the ClusterRole only exists with node labelling
+    text = TEMPLATE.read_text()
+    guard = text.index("{{- if .Values.kubernetes.labelNode }}")
+    assert text.index("kind: ClusterRole") > guard
+    assert text.index("kind: Role\n") < guard
+
+
+def test_template_parsing_really_sees_the_rules():
+    """Guard against a parser that silently finds nothing: one rule less must differ."""
+    docs = template_documents()
+    role_doc = next(d for d in docs if d.get("kind") == "Role")
+    role_doc["rules"][0]["verbs"] = ["get", "create"]
+    role, _ = rbac(docs)
+    assert role != rbac_triples(NAMESPACED_CALLS)
+
+
+# ------------------------------------------------------------------ real Helm
+@pytest.fixture(scope="module")
+def helm() -> None:
+    try:
+        helmutil.ensure_helm_venv()
+    except helmutil.HelmUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.helm
+def test_rendered_rbac_with_node_labels_equals_every_provider_call(helm):
+    manifests = helmutil.render_chart([EXAMPLE])
+    role, cluster = rbac(manifests)
+    assert role == rbac_triples(NAMESPACED_CALLS)
+    assert cluster == rbac_triples(NODE_CALLS)
+    assert role | cluster == rbac_triples(API_CALLS)
+    # bound to the service account the DaemonSet runs as, in the release namespace
+    pod = helmutil.one(manifests, "DaemonSet")["spec"]["template"]["spec"]
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        (binding,) = helmutil.by_kind(manifests, kind)
+        (subject,) = binding["subjects"]
+        assert subject["name"] == pod["serviceAccountName"]
+        assert subject["namespace"] == helmutil.NAMESPACE
+    (role_doc,) = helmutil.by_kind(manifests, "Role")
+    assert role_doc["metadata"]["namespace"] == helmutil.NAMESPACE
+
+
+@pytest.mark.helm
+def test_rendered_rbac_without_node_labels_has_no_cluster_role(helm):
+    manifests = helmutil.render_chart(set_values={"vips": [
+        {"vhid": 7, "addr": "192.0.2.1", "providers": [{"name": "kubernetes"}]}]})
+    role, cluster = rbac(manifests)
+    assert role == rbac_triples(NAMESPACED_CALLS)
+    assert cluster == set()
+    assert not helmutil.by_kind(manifests, "ClusterRoleBinding")
+
+
+@pytest.mark.helm
+def test_the_example_config_is_accepted_and_covered_by_the_rendered_rbac(helm):
+    manifests = helmutil.render_chart([EXAMPLE])
+    config = yaml.safe_load(helmutil.one(manifests, "ConfigMap")["data"]["config.yaml"])
+    role, cluster = rbac(manifests)
+    specs = [(vip, p) for vip in config["vips"] for p in vip.get("providers") or []
+             if isinstance(p, dict) and p.get("name") == "kubernetes"]
+    assert specs, "the kubernetes example configures no kubernetes provider"
+    env = {"POD_NAME": "vip-vip-sidecar-abcde", "NODE_NAME": "node-1",
+           "POD_NAMESPACE": helmutil.NAMESPACE}
+    for vip_doc, provider in specs:
+        vip = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": vip_doc["vhid"],
+                            "pass": "x", "addr": vip_doc["addr"],
+                            "name": vip_doc.get("name", f"vhid{vip_doc['vhid']}")}).vips[0]
+        options = {k: v for k, v in provider.items() if k not in ("name", "timeout", "id")}
+        opts, _ = parse_options(ProviderSpec("kubernetes", options), vip, env)
+        assert rbac_triples(opts.calls) <= role | cluster
+        assert opts.namespace == helmutil.NAMESPACE
