@@ -40,7 +40,9 @@ LABEL org.opencontainers.image.title="vip-sidecar" \
       org.opencontainers.image.description="UCARP-compatible (CARP, IP protocol 112) floating-IP daemon with alias, AWS, Kubernetes and script providers" \
       org.opencontainers.image.licenses="BSD-2-Clause"
 
+# JSON logs by default in containers (one object per line for log shippers)
 ENV PATH="/opt/vip-sidecar/bin:${PATH}" \
+    VIP_SIDECAR_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
