@@ -248,3 +248,33 @@ def test_apiserver_refused_demote_policy_steps_down_at_once(cluster):
     time.sleep(2)
     assert b.state() == "BACKUP" and not has_vip(h2, cl)
     print(f"\ndemote policy stepped down {stepped:.2f}s after the apiserver went away")
+
+
+@pytest.mark.parametrize("fence", [True, False], ids=["lease", "carp-only"])
+def test_kill9_takeover_latency_with_and_without_the_lease(cluster, fence):
+    """The price of the fence, measured: the lease confirmation on an uncontested
+    promotion, and a crash failover that must wait for the dead holder's term."""
+    cl, (h1, h2) = cluster, cluster.topo.hosts
+    a = cl.start(0, 0, fence=fence)
+    b = cl.start(1, SKEW_B, fence=fence)
+    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 10, what="a MASTER")
+    first = wait_for(lambda: a.vip()["last_failover"], 3, what="a's failover timeline")
+    time.sleep(2)
+    t0 = time.time()
+    a.signal(signal.SIGKILL)
+    took = wait_for(lambda: b.became("MASTER", after=t0), 12, what="b MASTER") - t0
+    wait_for(lambda: has_vip(h2, cl), 3, what="VIP on host 2")
+    fo = b.vip()["last_failover"]
+    print(f"\n[{'lease' if fence else 'carp-only'}] uncontested promotion: detected->elected "
+          f"{first['detected_to_elected_s'] * 1000:.1f} ms, ->complete "
+          f"{first['detected_to_complete_s'] * 1000:.1f} ms; kill -9 -> MASTER {took:.2f}s "
+          f"(detected->elected {fo['detected_to_elected_s']:.2f}s)")
+    if fence:
+        assert first["detected_to_elected_s"] < 0.5  # one GET + one create, no waiting
+        # CARP notices after 3.39 s; the lease (4 s + 1 s skew from a's last renewal,
+        # which is 0-2 s before the kill) may add up to ~2 s more
+        assert CARP_DEAD_B - 0.2 <= took <= CARP_DEAD_B + 4 + 1 + 1.0
+        assert cl.holder() == "pod-2"
+    else:
+        assert first["detected_to_elected_s"] < 0.05
+        assert took <= CARP_DEAD_B + 0.5
