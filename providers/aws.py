@@ -384,8 +384,12 @@ class AwsProvider(Provider):
                           f"{ident.sources.get('eni_id', 'option')})"))
         if self.imds is not None:
             put_s = self.imds.stats.last_token_put_s
-            out.append((True, f"IMDSv2 at {self.opts.imds_endpoint}: token PUT answered in "
-                              f"{(put_s or 0) * 1000:.0f} ms (hop limit sufficient)"))
+            if put_s is None:
+                out.append((True, f"warning: IMDSv2 at {self.opts.imds_endpoint} gave no token; "
+                                  "identity came from options and EC2 instead"))
+            else:
+                out.append((True, f"IMDSv2 at {self.opts.imds_endpoint}: token PUT answered "
+                                  f"in {put_s * 1000:.0f} ms (hop limit sufficient)"))
         else:
             out.append((True, "IMDS not used (eni_id and region configured)"))
         method = self.client.credential_method

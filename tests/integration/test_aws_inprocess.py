@@ -169,3 +169,21 @@ def test_imds_client_caches_the_token_and_refetches_once_on_401(servers, world):
     assert client.instance_id() == node.instance_id
     assert imds.counters.puts == puts + 2
     assert client.stats.token_refetches_on_401 == 1
+
+
+def test_imds_hop_limit_falls_back_to_the_eni_by_mac_and_preflight_warns(servers, world,
+                                                                        monkeypatch):
+    _, imds = servers
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    imds.hang_put = True
+    node = world.nodes[0]
+    ec2_mac = world.ec2.describe_network_interfaces(
+        NetworkInterfaceIds=[node.eni_id])["NetworkInterfaces"][0]["MacAddress"]
+    a = provider(servers, world, 0, mac=ec2_mac, imds_timeout=0.2, imds_attempts=1)
+    lines = asyncio.run(a.preflight())
+    assert a.ident is not None and a.ident.eni_id == node.eni_id
+    assert a.ident.sources["eni_id"] == "describe(mac-address)"
+    assert a.ident.sources["region"] == "environment"
+    assert any("hop limit" in w for w in a.warnings)
+    assert (True, f"warning: IMDSv2 at {imds.url} gave no token; identity came from options "
+                  "and EC2 instead") in lines
