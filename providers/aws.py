@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -268,11 +269,30 @@ class AwsProvider(Provider):
         fence = Fence(self.opts.tag_prefix, self.vip.addr, holder=f"?/{ident.eni_id}",
                       enabled=self.opts.fencing)
         if self.opts.mode == "secondary-ip":
-            return SecondaryIpMode(api, ident, self.vip.addr, fence)
+            return SecondaryIpMode(api, ident, self.vip.addr, fence, self._imds_view(ident))
         if self.opts.mode == "eip":
             return EipMode(api, ident, self.vip.addr, fence, self.opts.allocation_id,
                            self.opts.public_ip, self.opts.private_ip)
         return RouteMode(api, ident, self.vip.addr, fence, self.opts.route_table_ids)
+
+    def _imds_view(self, ident: Identity) -> Callable[[], list[str] | None] | None:
+        """IMDS local-ipv4s of our ENI, when IMDS is in use (None: do not check)."""
+        imds, mac = self.imds, ident.mac
+        if not self.opts.verify_imds or imds is None or mac is None:
+            return None
+        if imds.stats.last_token_put_s is None:
+            return None  # IMDS did not work at start-up: do not make the move depend on it
+
+        def read() -> list[str] | None:
+            try:
+                return imds.get(imds.mac_path(mac, "local-ipv4s")).split()
+            except ImdsError as exc:
+                # an IMDS hiccup must not fail a move that EC2 confirms
+                event(logging.WARNING, f"aws: IMDS local-ipv4s unreadable ({exc}); "
+                      "relying on EC2 alone", vip=self.vip.name, event="aws_imds_skip")
+                return None
+
+        return read
 
     # -- transitions ---------------------------------------------------------------------
     async def up(self, ctx: VipContext) -> None:

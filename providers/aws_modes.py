@@ -12,7 +12,9 @@ lost the VIP to a newer claim and must not re-take it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -140,9 +142,22 @@ class Mode:
 
 
 # ----------------------------------------------------------------------------- secondary-ip
+@dataclass
+class SubnetView:
+    enis: list[dict[str, Any]]
+    local_ipv4s: list[str] | None  # IMDS view of our ENI; None when not checked
+
+
 class SecondaryIpMode(Mode):
     name = "secondary-ip"
     resource_kind = "network-interface"
+
+    def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence,
+                 local_ipv4s: Callable[[], list[str] | None] | None = None) -> None:
+        super().__init__(api, ident, vip, fence)
+        # the instance's own view (IMDS local-ipv4s) is AWS's documented confirmation
+        # that a remap reached this instance; describe calls can be ahead of it
+        self.local_ipv4s = local_ipv4s
 
     async def validate(self, deadline: float) -> list[str]:
         warnings: list[str] = []
@@ -180,12 +195,17 @@ class SecondaryIpMode(Mode):
             if not token:
                 return enis
 
-    async def observe(self, deadline: float) -> list[dict[str, Any]]:
-        return await self._subnet_enis(deadline)
+    async def observe(self, deadline: float) -> SubnetView:
+        enis = await self._subnet_enis(deadline)
+        local = None
+        if self.local_ipv4s is not None:
+            local = await asyncio.to_thread(self.local_ipv4s)
+        return SubnetView(enis, local)
 
     def plan(self, obs: Any, epoch: int | None) -> ModePlan:
         vip = str(self.vip)
-        enis: list[dict[str, Any]] = obs
+        view: SubnetView = obs
+        enis = view.enis
         plan = ModePlan()
         own: dict[str, Any] | None = None
         for eni in enis:
@@ -217,9 +237,13 @@ class SecondaryIpMode(Mode):
             plan.step, plan.todo = "unassign:" + ",".join(sorted(others)), sorted(others)
         elif not tags_ok:
             plan.step, plan.todo = "tag", [self.ident.eni_id]
+        elif view.local_ipv4s is not None and vip not in view.local_ipv4s:
+            plan.step = None  # EC2 agrees; wait (no action) until the instance sees it too
         else:
             plan.ok = True
         plan.summary = f"VIP {vip} on {plan.owners or 'no ENI'}; fence {own_tags}"
+        if view.local_ipv4s is not None:
+            plan.summary += f"; IMDS local-ipv4s {'has' if vip in view.local_ipv4s else 'lacks'} it"
         return plan
 
     async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:

@@ -56,6 +56,7 @@ class AwsOptions:
     tag_prefix: str = "vip-sidecar/"
     fencing: bool = True
     check_source_dest: bool = True
+    verify_imds: bool = True
 
     @property
     def needs_imds(self) -> bool:
@@ -226,6 +227,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "tag_prefix": _tag_prefix,
     "fencing": _bool,
     "check_source_dest": _bool,
+    "verify_imds": _bool,
 }
 ALIASES = {"route_table_id": "route_table_ids", "route_tables": "route_table_ids",
            "endpoint": "endpoint_url", "network_interface_id": "eni_id"}

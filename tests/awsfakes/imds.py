@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -51,6 +52,8 @@ class FakeImds:
         self.counters = ImdsCounters()
         self.hang_put = False  # simulate hop limit 1: the PUT answer never arrives
         self.delay_s = 0.0
+        # live local-ipv4s by ENI id (e.g. read from moto), like the real IMDS after a remap
+        self.local_ipv4s_from: Callable[[str], list[str]] | None = None
         self.lock = threading.Lock()
         self._release = threading.Event()
         fake = self
@@ -108,7 +111,7 @@ class FakeImds:
                 inst = fake.instances.get(self.client_address[0], fake.default)
                 if inst is None:
                     return self._send(404, "Not Found")
-                value = fake.lookup(inst, self.path)
+                value = fake.lookup(inst, self.path, fake.local_ipv4s_from)
                 if value is None:
                     return self._send(404, "Not Found")
                 return self._send(200, value)
@@ -129,7 +132,8 @@ class FakeImds:
             self.tokens.clear()
 
     @staticmethod
-    def lookup(inst: InstanceMeta, path: str) -> str | None:
+    def lookup(inst: InstanceMeta, path: str,
+               live: Callable[[str], list[str]] | None = None) -> str | None:
         prefix = "/latest/meta-data/"
         if not path.startswith(prefix):
             return None
@@ -155,7 +159,7 @@ class FakeImds:
                 "interface-id": eni.interface_id,
                 "subnet-id": eni.subnet_id,
                 "vpc-id": eni.vpc_id,
-                "local-ipv4s": "\n".join(eni.local_ipv4s),
+                "local-ipv4s": "\n".join(live(eni.interface_id) if live else eni.local_ipv4s),
                 "subnet-ipv4-cidr-block": eni.subnet_cidr,
                 "vpc-ipv4-cidr-blocks": "\n".join(eni.vpc_cidrs),
                 "device-number": str(eni.device_number),

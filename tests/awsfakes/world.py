@@ -62,9 +62,16 @@ class World:
                                     [node.private_ip], self.subnet_cidr, [self.vpc_cidr])},
         )
 
+    def local_ipv4s(self, eni_id: str) -> list[str]:
+        """What IMDS shows an instance: its ENI's addresses in EC2, primary first."""
+        eni = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+        ips = eni["NetworkInterfaces"][0]["PrivateIpAddresses"]
+        return [p["PrivateIpAddress"] for p in sorted(ips, key=lambda p: not p.get("Primary"))]
+
     def publish(self, imds: FakeImds, client_ips: list[str]) -> None:
         for ip, node in zip(client_ips, self.nodes, strict=True):
             imds.instances[ip] = self.imds_instance(node)
+        imds.local_ipv4s_from = self.local_ipv4s
 
 
 def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str,

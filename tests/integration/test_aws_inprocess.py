@@ -11,7 +11,7 @@ import pytest
 
 from providers.aws import AwsProvider, create
 from providers.aws_api import clear_clients
-from providers.aws_errors import AwsPermissionError
+from providers.aws_errors import AwsPermissionError, AwsVerifyTimeout
 from providers.aws_imds import ImdsClient
 from providers.base import VipContext
 from sidecar.config import build_config
@@ -45,8 +45,10 @@ def world(servers, monkeypatch) -> World:
     imds.hang_put = False
     imds.revoke_tokens()
     clear_clients()
-    return seed(moto.client(), [f"{NET}.0.1", f"{NET}.0.2"], MACS,
-                vpc_cidr=f"{NET}.0.0/16", subnet_cidr=f"{NET}.0.0/24")
+    world = seed(moto.client(), [f"{NET}.0.1", f"{NET}.0.2"], MACS,
+                 vpc_cidr=f"{NET}.0.0/16", subnet_cidr=f"{NET}.0.0/24")
+    imds.local_ipv4s_from = world.local_ipv4s
+    return world
 
 
 def provider(servers, world: World, i: int, mode: str = "secondary-ip", vip: str = VIP,
@@ -187,3 +189,32 @@ def test_imds_hop_limit_falls_back_to_the_eni_by_mac_and_preflight_warns(servers
     assert any("hop limit" in w for w in a.warnings)
     assert (True, f"warning: IMDSv2 at {imds.url} gave no token; identity came from options "
                   "and EC2 instead") in lines
+
+
+def test_secondary_ip_waits_until_imds_shows_the_remap(servers, world):
+    moto, imds = servers
+    seen: list[str] = []
+
+    def lagging(eni_id: str) -> list[str]:
+        seen.append(eni_id)
+        # the instance learns about the new address a few polls after EC2 says so
+        return world.local_ipv4s(eni_id) if len(seen) > 3 else [world.nodes[0].private_ip]
+
+    imds.local_ipv4s_from = lagging
+    a = provider(servers, world, 0)
+    asyncio.run(a.init())
+    asyncio.run(a.up(ctx(a, "a")))
+    assert len(seen) >= 4 and set(seen) == {world.nodes[0].eni_id}
+    assert len(moto.injector.calls("AssignPrivateIpAddresses")) == 1
+
+
+def test_secondary_ip_that_never_reaches_the_instance_is_not_claimed(servers, world):
+    _, imds = servers
+    imds.local_ipv4s_from = lambda eni_id: [world.nodes[0].private_ip]
+    a = provider(servers, world, 0, verify_timeout=2.5, connect_timeout=0.5, read_timeout=1)
+    asyncio.run(a.init())
+    with pytest.raises(AwsVerifyTimeout, match="IMDS local-ipv4s lacks it"):
+        asyncio.run(a.up(ctx(a, "a")))
+    b = provider(servers, world, 0, verify_imds=False)  # opt out: EC2 alone decides
+    asyncio.run(b.init())
+    asyncio.run(b.up(ctx(b, "b")))
