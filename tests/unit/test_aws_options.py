@@ -29,10 +29,10 @@ def test_every_override_is_parsed():
              public_ip="198.51.100.7", endpoint_url="http://10.0.0.254:5000/",
              imds_endpoint="http://[fd00:ec2::254]", retry_mode="adaptive", max_attempts="5",
              connect_timeout=1, read_timeout="4", verify_timeout=10, reassert_interval="off",
-             tag_prefix="corp:vip/", fencing="no")
+             tag_prefix="corp:vip/", fencing="no", verify_imds=False)
     assert o.mode == "eip" and o.mac == "0a:1b:2c:3d:4e:5f" and not o.needs_imds
     assert o.endpoint_url == "http://10.0.0.254:5000" and o.reassert_interval is None
-    assert o.max_attempts == 5 and o.fencing is False
+    assert o.max_attempts == 5 and o.fencing is False and o.verify_imds is False
 
 
 @pytest.mark.parametrize(
