@@ -55,7 +55,6 @@ class AwsOptions:
     reassert_interval: float | None = 15.0
     tag_prefix: str = "vip-sidecar/"
     fencing: bool = True
-    check_source_dest: bool = True
     verify_imds: bool = True
 
     @property
@@ -226,7 +225,6 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "reassert_interval": _interval,
     "tag_prefix": _tag_prefix,
     "fencing": _bool,
-    "check_source_dest": _bool,
     "verify_imds": _bool,
 }
 ALIASES = {"route_table_id": "route_table_ids", "route_tables": "route_table_ids",
