@@ -663,10 +663,14 @@ class KubernetesProvider(Provider):
         self._record = LeaseRecord.from_object(written)
         self._valid_until = started + self.opts.lease_duration
 
-    def _decision_latency(self) -> float:
-        """How late the next check() may decide: its tick (with the runtime's 10 %
-        jitter), the housekeeping granularity, and a full request timeout."""
-        return 1.1 * self.tick_s + HOUSEKEEPING_S + self.opts.request_timeout
+    def _decision_latency(self, check_started: float) -> float:
+        """How long from now until the next check() can decide: the runtime schedules
+        it one tick (plus 10 % jitter) after this one *started*, on its 1 s housekeeping
+        grid, and it may spend a full request timeout before deciding."""
+        next_decision = (
+            check_started + 1.1 * self.tick_s + HOUSEKEEPING_S + self.opts.request_timeout
+        )
+        return max(0.0, next_decision - self._clock())
 
     def _on_renew_failure(self, exc: KubeApiError, now: float) -> None:
         first = self._outage_since is None
@@ -676,7 +680,7 @@ class KubernetesProvider(Provider):
             self.opts.apiserver_outage,
             now_mono=self._clock(),
             valid_until=self._valid_until,
-            decision_latency_s=self._decision_latency(),
+            decision_latency_s=self._decision_latency(now),
         )
         down_for = self._clock() - (self._outage_since or now)
         policy = self.opts.apiserver_outage.value
