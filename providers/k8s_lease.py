@@ -11,7 +11,7 @@ Expiry is judged two ways and either one is enough:
 * the holder's own stamp: renewTime + leaseDurationSeconds + max_clock_skew is in the
   past by our wall clock. This lets a backup that never watched the Lease take over a
   crashed holder as soon as its lease has really run out, instead of one more full
-  lease duration after its first look; `max_clock_skew_s` bounds how far apart the
+  lease duration after its first look; `max_clock_skew` bounds how far apart the
   nodes' clocks may be for that to be safe.
 
 The holder itself never trusts wall clocks: it counts its tenure on its monotonic

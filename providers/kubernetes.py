@@ -358,8 +358,26 @@ class KubernetesProvider(Provider):
             )
         return self.api
 
+    def order_warning(self) -> str | None:
+        """Providers listed before us run their down() after ours: the lease would be
+        released while they still hold the VIP."""
+        labels = [p.label for p in self.vip.providers]
+        if self.spec.label not in labels:
+            return None
+        before = labels[: labels.index(self.spec.label)]
+        if not before:
+            return None
+        return (
+            f"kubernetes: listed after {', '.join(before)}; on the way down the lease is "
+            f"released before {', '.join(before)} removed the VIP, so a peer may claim it "
+            "early: list kubernetes first"
+        )
+
     # -- provider hooks --------------------------------------------------------------
     async def init(self) -> None:
+        warning = self.order_warning()
+        if warning:
+            event(logging.WARNING, warning, vip=self.vip.name, event="config_warning")
         api = await self._ensure_api()
         if self.opts.pod_name:
             pod = await api.get_pod(self.opts.pod_name)

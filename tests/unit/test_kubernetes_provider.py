@@ -611,3 +611,14 @@ def test_create_is_the_entry_point_the_runtime_loads():
 def test_no_pod_name_means_no_pod_label_and_events_on_the_lease(world):
     a, _, _ = world.node("a", env={"POD_NAME": ""})
     assert not a.opts.label_pod and a.opts.identity == "node-a"
+
+
+def test_listing_kubernetes_after_the_alias_is_warned_about():
+    for order, warned in ((["kubernetes", "alias"], False), (["alias", "kubernetes"], True)):
+        cfg = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": 5, "pass": "x",
+                            "addr": "10.0.0.100", "providers": order})
+        vip = cfg.vips[0]
+        p = KubernetesProvider(vip.providers[order.index("kubernetes")], vip, cfg, environ=ENV)
+        assert (p.order_warning() is not None) is warned
+        if warned:
+            assert "listed after alias" in p.order_warning()
