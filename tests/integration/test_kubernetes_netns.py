@@ -115,7 +115,13 @@ def messages(node: SidecarNode, kind: str) -> list[str]:
 def test_carp_winner_holds_the_lease_and_label_and_both_flip_on_failover(cluster):
     cl, (h1, h2) = cluster, cluster.topo.hosts
     a, b = up_as_master(cl)
-    time.sleep(1.5)
+    time.sleep(0.5)  # let the startup events land
+    n0 = len(cl.api.requests)
+    time.sleep(3)
+    steady = [r.triple for r in cl.api.requests[n0:]]
+    # steady state: the master renews (one PUT per ~second), the backup is silent
+    assert set(steady) == {("coordination.k8s.io", "leases", "update")}, steady
+    assert 1 <= len(steady) <= 4, steady
     assert b.state() == "BACKUP" and not has_vip(h2, cl)
     assert cl.transitions() == 0
     assert cl.api.pod_labels(NS, "pod-1")["app"] == "vip-sidecar"  # other labels kept
