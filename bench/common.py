@@ -364,7 +364,7 @@ class Capture:
         self.path = topo.workdir / f"cap-{host.ns}-{_seq[0]}.pcap"
         self.proc = Proc(
             host,
-            ["tcpdump", "-i", host.ifname, "-n", "-U", "--immediate-mode", "-B", "8192",
+            ["tcpdump", "-i", host.ifname, "-n", "-U", "-B", "16384",
              "--time-stamp-precision=nano", "-w", str(self.path), bpf],
             topo.workdir / f"cap-{host.ns}-{_seq[0]}.log",
         )  # fmt: skip
