@@ -248,16 +248,20 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(runs):
                 phase = rng.uniform(0.0, 1.0)
                 for kind in kinds:
-                    r = one_run(topo, kind, scenario, phase)
-                    r["run"] = i
-                    results.append(r)
-                    shown = (
-                        ", ".join(f"{label} {r[key]:.3f} s" for key, label in METRICS[scenario])
-                        + f", lost echoes {r['lost']}"
-                        if r["ok"]
-                        else f"FAILED: {r.get('error')}"
-                    )
-                    print(f"  {scenario} run {i + 1}/{runs} {kind}: {shown}", flush=True)
+                    # a failed run (shown and counted in "fail") is retried once
+                    for attempt in range(2):
+                        r = one_run(topo, kind, scenario, phase)
+                        r["run"] = i
+                        results.append(r)
+                        shown = (
+                            ", ".join(f"{label} {r[key]:.3f} s" for key, label in METRICS[scenario])
+                            + f", lost echoes {r['lost']}"
+                            if r["ok"]
+                            else f"FAILED (attempt {attempt + 1}): {r.get('error')}"
+                        )
+                        print(f"  {scenario} run {i + 1}/{runs} {kind}: {shown}", flush=True)
+                        if r["ok"]:
+                            break
             summary = summarise(results, scenario, kinds)
             out[f"summary_{scenario}"] = summary
             report(summary, scenario)
