@@ -524,7 +524,17 @@ def fmt_ratio(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3g}x"
 
 
+MARKDOWN = [False]  # bench.report turns this on: tables as GitHub markdown
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if MARKDOWN[0]:
+        lines = [
+            "| " + " | ".join(str(h) for h in headers) + " |",
+            "|" + "|".join("---" for _ in headers) + "|",
+        ]
+        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+        return "\n".join(lines)
     cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []

@@ -176,30 +176,7 @@ def imported_modules(topo: Topology) -> dict[str, bool]:
     return {mod: any(n == mod or n.startswith(mod + ".") for n in names) for mod in HEAVY}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--window", type=float, help="seconds of idle measurement (60; quick 4)")
-    args = p.parse_args(argv)
-    window = args.window or (4.0 if args.quick else 60.0)
-    require_tools("ucarp", "keepalived")
-    info = print_header(
-        "footprint",
-        [sys.executable, "-m", "bench.footprint", *(argv if argv is not None else sys.argv[1:])],
-    )
-    kinds = [f"vip-sidecar ({s})" for s in OURS_SHAPES] + ["ucarp", "keepalived"]
-    results: dict[str, Any] = {}
-    with bench_topology(2) as topo:
-        loaded = imported_modules(topo)
-        for kind in kinds:
-            results[kind] = measure_pair(topo, kind, window)
-            r = results[kind]
-            shown = (
-                f"master {r['master']['rss_kib'] / 1024:.1f} MiB {r['master']['cpu_pct']:.3f}% "
-                f"backup {r['backup']['rss_kib'] / 1024:.1f} MiB {r['backup']['cpu_pct']:.3f}%"
-                if r["ok"]
-                else f"FAILED: {r['error']}"
-            )
-            print(f"  {kind}: {shown}", flush=True)
+def report(results: dict[str, Any], loaded: dict[str, bool], window: float) -> None:
     print(f"\nIdle footprint over {window:g} s at advbase 1 (one VIP; sum over the process tree)")
     rows = []
     for kind, r in results.items():
@@ -250,6 +227,33 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print_ratios("footprint", items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--window", type=float, help="seconds of idle measurement (60; quick 4)")
+    args = p.parse_args(argv)
+    window = args.window or (4.0 if args.quick else 60.0)
+    require_tools("ucarp", "keepalived")
+    info = print_header(
+        "footprint",
+        [sys.executable, "-m", "bench.footprint", *(argv if argv is not None else sys.argv[1:])],
+    )
+    kinds = [f"vip-sidecar ({s})" for s in OURS_SHAPES] + ["ucarp", "keepalived"]
+    results: dict[str, Any] = {}
+    with bench_topology(2) as topo:
+        loaded = imported_modules(topo)
+        for kind in kinds:
+            results[kind] = measure_pair(topo, kind, window)
+            r = results[kind]
+            shown = (
+                f"master {r['master']['rss_kib'] / 1024:.1f} MiB {r['master']['cpu_pct']:.3f}% "
+                f"backup {r['backup']['rss_kib'] / 1024:.1f} MiB {r['backup']['cpu_pct']:.3f}%"
+                if r["ok"]
+                else f"FAILED: {r['error']}"
+            )
+            print(f"  {kind}: {shown}", flush=True)
+    report(results, loaded, window)
     write_json(
         args.json, {"machine": info, "window_s": window, "results": results, "imported": loaded}
     )
