@@ -78,7 +78,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(make_topo):
-    topo = make_topo(2, net=61)
+    topo = make_topo(2)  # the harness allocates a subnet no other test bed uses
     root_ip = topo.attach_root()
     api = FakeApiServer(host=root_ip).start()
     for i in (1, 2):
@@ -98,9 +98,12 @@ def has_vip(host: Host, cl: Cluster) -> bool:
 
 
 def up_as_master(cl: Cluster) -> tuple[SidecarNode, SidecarNode]:
+    # start the preferred node first: a slow interpreter start of `a` must not let `b`
+    # win the first election
     a = cl.start(0, 0)
+    wait_for(lambda: a.state() == "MASTER", 20, what="a MASTER")  # includes start-up
     b = cl.start(1, SKEW_B)
-    wait_for(lambda: a.state() == "MASTER", 10, what="a MASTER")
+    wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     wait_for(lambda: cl.holder() == "pod-1", 5, what="pod-1 holds the lease")
     wait_for(lambda: has_vip(cl.topo.hosts[0], cl), 5, what="VIP on host 1")
     wait_for(lambda: cl.label(0) == "master" and cl.label(1) == "backup", 5, what="labels")
@@ -188,8 +191,9 @@ def test_split_brain_without_the_fence_both_claim(cluster):
     """Control: the same partition with only the alias provider is a duplicate VIP."""
     cl, (h1, h2) = cluster, cluster.topo.hosts
     a = cl.start(0, 0, fence=False)
+    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 20, what="a MASTER")
     b = cl.start(1, SKEW_B, fence=False)
-    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 10, what="a MASTER")
+    wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     cl.topo.block_carp_between(h1, h2)
     wait_for(lambda: b.state() == "MASTER" and has_vip(h2, cl), 10, what="b MASTER too")
     assert has_vip(h1, cl)
@@ -199,8 +203,9 @@ def test_apiserver_hang_failsafe_keeps_the_vip_for_the_lease_then_steps_down(clu
     cl, (h1, h2) = cluster, cluster.topo.hosts
     kube = {"lease_duration": 6, "apiserver_outage": "failsafe"}
     a = cl.start(0, 0, kube=kube)
+    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 20, what="a MASTER")
     b = cl.start(1, SKEW_B, kube=kube)
-    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 10, what="a MASTER")
+    wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     wait_for(lambda: cl.holder() == "pod-1", 5, what="lease")
     time.sleep(1.5)  # let a renew: the term then runs from a fresh renewal
     t0 = time.time()
@@ -247,8 +252,9 @@ def test_apiserver_refused_demote_policy_steps_down_at_once(cluster):
     cl, (h1, h2) = cluster, cluster.topo.hosts
     kube = {"lease_duration": 6, "apiserver_outage": "demote"}
     a = cl.start(0, 0, kube=kube)
+    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 20, what="a MASTER")
     b = cl.start(1, SKEW_B, kube=kube)
-    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 10, what="a MASTER")
+    wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     t0 = time.time()
     cl.api.set_outage("refuse")
     stepped = wait_for(lambda: a.became("BACKUP", after=t0), 6, what="a steps down") - t0
@@ -267,8 +273,9 @@ def test_kill9_takeover_latency_with_and_without_the_lease(cluster, fence):
     promotion, and a crash failover that must wait for the dead holder's term."""
     cl, (h1, h2) = cluster, cluster.topo.hosts
     a = cl.start(0, 0, fence=fence)
+    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 20, what="a MASTER")
     b = cl.start(1, SKEW_B, fence=fence)
-    wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 10, what="a MASTER")
+    wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     first = wait_for(lambda: a.vip()["last_failover"], 3, what="a's failover timeline")
     time.sleep(2)
     t0 = time.time()
