@@ -81,6 +81,11 @@ class Provider:
     async def down(self, ctx: VipContext) -> None:
         """Release the VIP on this node. Must be idempotent."""
 
+    async def bow_out(self, ctx: VipContext) -> None:
+        """Graceful exit of a MASTER, right after the bow-out advert and before the
+        successor is heard: give up what the successor needs in order to claim (a lease),
+        but keep serving (the address stays until down())."""
+
     async def check(self, ctx: VipContext) -> bool:
         """While MASTER: verify and repair. Return True if something had to be repaired;
         raise if the VIP cannot be held (the node then steps down)."""
@@ -167,6 +172,14 @@ class Pipeline:
 
     async def down(self, ctx: VipContext) -> list[Failure]:
         return await self._down_each(reversed(self.providers), ctx)
+
+    async def bow_out(self, ctx: VipContext) -> list[Failure]:
+        failures = []
+        for p in reversed(self.providers):
+            failure = await self._call(p, "bow_out", functools.partial(p.bow_out, ctx))
+            if failure is not None:
+                failures.append(failure)
+        return failures
 
     async def check(self, ctx: VipContext, provider: Provider) -> Failure | None:
         return await self._call(provider, "check", functools.partial(provider.check, ctx))

@@ -483,6 +483,23 @@ class KubernetesProvider(Provider):
             message = f"{self._who()}: {'INIT' if old is None else 'BACKUP'} -> BACKUP"
         self._emit("Normal", "BecameBackup", message)
 
+    async def bow_out(self, ctx: VipContext) -> None:
+        """Graceful exit: release the lease right after the bow-out advert so the
+        successor's pre_master can take it at once; labels and the Event follow in down()."""
+        if not self._held:
+            return
+        try:
+            api = await self._ensure_api()
+            async with self._lock:
+                await self._release(api)
+        except Exception as exc:  # down() retries; the lease also expires by itself
+            self._warn.warn(
+                "bow_out",
+                f"kubernetes: could not release lease {self.lease_ref} at bow-out ({exc})",
+                vip=self.vip.name,
+                event="k8s_release_failed",
+            )
+
     async def check(self, ctx: VipContext) -> bool:
         api = await self._ensure_api()
         now = self._clock()

@@ -145,16 +145,23 @@ class VipInstance:
         the down actions (make-before-break), then close providers."""
         self._stopping = True
         was_master = self.election.state is State.MASTER
+        bow_out: asyncio.Future[Any] | None = None
+        if was_master:
+            # release fences (a lease) just before the bow-out advert, so the successor
+            # can claim the moment it hears it; we keep serving until it advertises
+            bow_out = asyncio.ensure_future(self.pipeline.bow_out(self.ctx))
+            await asyncio.wait({bow_out}, timeout=min(1.0, self.election.interval_s()))
         started = self.clock()
         self.apply(self.election.shutdown())
-        if was_master:
+        if bow_out is not None:
             deadline = started + wait_for_new_master_s
             resent = False
             while self.last_valid_advert <= started and self.clock() < deadline:
                 if not resent and self.clock() >= started + self.election.interval_s():
-                    self.send_advert(carp.BOW_OUT, carp.BOW_OUT)  # the first one may be lost
+                    self.send_advert(carp.BOW_OUT, carp.BOW_OUT)  # the first may be lost
                     resent = True
                 await asyncio.sleep(0.005)
+            await bow_out
         self.desired = State.BACKUP
         self._wake.set()
         try:

@@ -21,6 +21,7 @@ from sidecar.log import RateLimitedWarnings, event
 from sidecar.transport import InterfaceTransport
 
 HOUSEKEEPING_S = 1.0
+MIN_TICK_S = 0.1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 USR2_HOLD_S = 3.0  # ucarp sleeps 3 s after a SIGUSR2 demotion
 
@@ -197,14 +198,25 @@ class Runtime:
                 inst.apply(inst.election.step_down(Reason.STEP_DOWN, USR2_HOLD_S))
 
     # -- housekeeping ----------------------------------------------------------------
+    def tick_s(self) -> float:
+        """Housekeeping period: 1 s, or faster when a provider wants to check more often."""
+        periods = [
+            p.reassert_interval
+            for inst in self.instances
+            for p in inst.pipeline.providers
+            if p.reassert_interval is not None
+        ]
+        return max(MIN_TICK_S, min([HOUSEKEEPING_S, *periods]))
+
     async def _housekeeping(self) -> None:
+        tick = self.tick_s()
         while True:
             self.loop_heartbeat = time.monotonic()
             for ifname in self.transports:
                 self._check_carrier(ifname)
             for inst in self.instances:
                 inst.housekeeping()
-            await asyncio.sleep(HOUSEKEEPING_S)
+            await asyncio.sleep(tick)
 
     def _check_carrier(self, ifname: str) -> None:
         state = netif.link_state(ifname)
