@@ -110,8 +110,9 @@ class AwsProvider(Provider):
                 read_timeout=self.opts.read_timeout,
             )
             self.client = await asyncio.to_thread(shared_client, settings, self.client_factory)
-            api = Ec2Api(self.client.client, clock=self.clock, sleep=self.sleep,
-                         vip_name=self.vip.name)
+            api = Ec2Api(
+                self.client.client, clock=self.clock, sleep=self.sleep, vip_name=self.vip.name
+            )
             if ident.eni_id == "":
                 await self._eni_by_mac(api, ident, deadline)
             await self._describe_own_eni(api, ident, deadline)
@@ -194,7 +195,9 @@ class AwsProvider(Provider):
             region = env_region
             sources["region"] = "environment"
         elif (
-            region is not None and sources.get("region") == "imds" and env_region
+            region is not None
+            and sources.get("region") == "imds"
+            and env_region
             and env_region != region
         ):
             warnings.append(
@@ -207,15 +210,18 @@ class AwsProvider(Provider):
                 f"{'failed: ' + str(imds_failed) if imds_failed else 'unavailable'})"
             )
         if imds_failed is not None:
-            warnings.append(f"IMDS discovery failed ({imds_failed})" + (
-                "; finding the ENI by MAC through EC2 instead" if eni_id is None else ""))
+            warnings.append(
+                f"IMDS discovery failed ({imds_failed})"
+                + ("; finding the ENI by MAC through EC2 instead" if eni_id is None else "")
+            )
         if eni_id is None:
             if mac is None:
                 mac = interface_mac(self.vip.interface)
                 sources["mac"] = f"interface {self.vip.interface}"
             eni_id = ""  # resolved by DescribeNetworkInterfaces(mac-address) after init
-        ident = Identity(region=region, eni_id=eni_id, instance_id=instance_id, mac=mac,
-                         sources=sources)
+        ident = Identity(
+            region=region, eni_id=eni_id, instance_id=instance_id, mac=mac, sources=sources
+        )
         if info:
             ident.subnet_id = info.get("subnet-id")
             ident.vpc_id = info.get("vpc-id")
@@ -232,7 +238,9 @@ class AwsProvider(Provider):
 
     async def _eni_by_mac(self, api: Ec2Api, ident: Identity, deadline: float) -> None:
         resp = await api.call(
-            "DescribeNetworkInterfaces", deadline, f"find the ENI with MAC {ident.mac}",
+            "DescribeNetworkInterfaces",
+            deadline,
+            f"find the ENI with MAC {ident.mac}",
             Filters=[{"Name": "mac-address", "Values": [str(ident.mac)]}],
         )
         found = resp.get("NetworkInterfaces", [])
@@ -245,7 +253,9 @@ class AwsProvider(Provider):
 
     async def _describe_own_eni(self, api: Ec2Api, ident: Identity, deadline: float) -> None:
         resp = await api.call(
-            "DescribeNetworkInterfaces", deadline, f"own ENI {ident.eni_id}",
+            "DescribeNetworkInterfaces",
+            deadline,
+            f"own ENI {ident.eni_id}",
             NetworkInterfaceIds=[ident.eni_id],
         )
         enis = resp.get("NetworkInterfaces", [])
@@ -266,13 +276,24 @@ class AwsProvider(Provider):
             ident.mac = str(eni["MacAddress"])
 
     def _make_mode(self, api: Ec2Api, ident: Identity) -> Mode:
-        fence = Fence(self.opts.tag_prefix, self.vip.addr, holder=f"?/{ident.eni_id}",
-                      enabled=self.opts.fencing)
+        fence = Fence(
+            self.opts.tag_prefix,
+            self.vip.addr,
+            holder=f"?/{ident.eni_id}",
+            enabled=self.opts.fencing,
+        )
         if self.opts.mode == "secondary-ip":
             return SecondaryIpMode(api, ident, self.vip.addr, fence, self._imds_view(ident))
         if self.opts.mode == "eip":
-            return EipMode(api, ident, self.vip.addr, fence, self.opts.allocation_id,
-                           self.opts.public_ip, self.opts.private_ip)
+            return EipMode(
+                api,
+                ident,
+                self.vip.addr,
+                fence,
+                self.opts.allocation_id,
+                self.opts.public_ip,
+                self.opts.private_ip,
+            )
         return RouteMode(api, ident, self.vip.addr, fence, self.opts.route_table_ids)
 
     def _imds_view(self, ident: Identity) -> Callable[[], list[str] | None] | None:
@@ -288,8 +309,12 @@ class AwsProvider(Provider):
                 return imds.get(imds.mac_path(mac, "local-ipv4s")).split()
             except ImdsError as exc:
                 # an IMDS hiccup must not fail a move that EC2 confirms
-                event(logging.WARNING, f"aws: IMDS local-ipv4s unreadable ({exc}); "
-                      "relying on EC2 alone", vip=self.vip.name, event="aws_imds_skip")
+                event(
+                    logging.WARNING,
+                    f"aws: IMDS local-ipv4s unreadable ({exc}); relying on EC2 alone",
+                    vip=self.vip.name,
+                    event="aws_imds_skip",
+                )
                 return None
 
         return read
@@ -334,8 +359,7 @@ class AwsProvider(Provider):
             drifts=self.drifts,
         )
         self.epoch = max(plan.seen_epoch, self.epoch) + 1
-        await self._claim(mode, mode.plan(obs, self.epoch), deadline, ctx, "reassert",
-                          plan.owners)
+        await self._claim(mode, mode.plan(obs, self.epoch), deadline, ctx, "reassert", plan.owners)
         return True
 
     def _set_holder(self, mode: Mode, ctx: VipContext) -> None:
@@ -349,8 +373,15 @@ class AwsProvider(Provider):
                 f"{plan.seen_epoch} > ours ({self.epoch}): a newer master exists; stepping down"
             )
 
-    async def _claim(self, mode: Mode, first: ModePlan, deadline: float, ctx: VipContext,
-                     why: str, previous: list[str]) -> None:
+    async def _claim(
+        self,
+        mode: Mode,
+        first: ModePlan,
+        deadline: float,
+        ctx: VipContext,
+        why: str,
+        previous: list[str],
+    ) -> None:
         pending = [first]
         epoch = self.epoch
 
@@ -363,8 +394,13 @@ class AwsProvider(Provider):
             await mode.act(plan, deadline, epoch)
 
         result = await converge(
-            read, act, deadline=deadline, clock=self.clock, sleep=self.sleep,
-            backoff=self.poll_backoff, act_interval=ACT_INTERVAL_S,
+            read,
+            act,
+            deadline=deadline,
+            clock=self.clock,
+            sleep=self.sleep,
+            backoff=self.poll_backoff,
+            act_interval=ACT_INTERVAL_S,
         )
         if not result.ok:
             raise AwsVerifyTimeout(
@@ -392,6 +428,23 @@ class AwsProvider(Provider):
         )
 
     # -- `vip-sidecar check --provider aws` ----------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Counters for /status and the vip_sidecar_provider_value metric."""
+        out: dict[str, Any] = {
+            "mode": self.opts.mode,
+            "epoch": self.epoch,
+            "drifts": self.drifts,
+            "eni_id": self.ident.eni_id if self.ident is not None else None,
+        }
+        if self.api is not None:
+            stats = self.api.stats
+            out["calls"] = sum(stats.calls.values())
+            out["botocore_retries"] = sum(stats.botocore_retries.values())
+            out["provider_retries"] = sum(stats.loop_retries.values())
+            out["errors"] = sum(stats.errors.values())
+            out["errors_by_code"] = dict(stats.errors)
+        return out
+
     async def preflight(self) -> list[tuple[bool, str]]:
         deadline = self.clock() + PREFLIGHT_PROBE_S
         mode = await self._ensure_ready(deadline)
@@ -399,17 +452,32 @@ class AwsProvider(Provider):
         ident = self.ident
         out: list[tuple[bool, str]] = []
         out.append((True, f"region {ident.region} ({ident.sources.get('region', '?')})"))
-        out.append((True, f"instance {ident.instance_id or 'unknown'}, ENI {ident.eni_id} "
-                          f"(MAC {ident.mac or '?'}, subnet {ident.subnet_id}, "
-                          f"{ident.sources.get('eni_id', 'option')})"))
+        out.append(
+            (
+                True,
+                f"instance {ident.instance_id or 'unknown'}, ENI {ident.eni_id} "
+                f"(MAC {ident.mac or '?'}, subnet {ident.subnet_id}, "
+                f"{ident.sources.get('eni_id', 'option')})",
+            )
+        )
         if self.imds is not None:
             put_s = self.imds.stats.last_token_put_s
             if put_s is None:
-                out.append((True, f"warning: IMDSv2 at {self.opts.imds_endpoint} gave no token; "
-                                  "identity came from options and EC2 instead"))
+                out.append(
+                    (
+                        True,
+                        f"warning: IMDSv2 at {self.opts.imds_endpoint} gave no token; "
+                        "identity came from options and EC2 instead",
+                    )
+                )
             else:
-                out.append((True, f"IMDSv2 at {self.opts.imds_endpoint}: token PUT answered "
-                                  f"in {put_s * 1000:.0f} ms (hop limit sufficient)"))
+                out.append(
+                    (
+                        True,
+                        f"IMDSv2 at {self.opts.imds_endpoint}: token PUT answered "
+                        f"in {put_s * 1000:.0f} ms (hop limit sufficient)",
+                    )
+                )
         else:
             out.append((True, "IMDS not used (eni_id and region configured)"))
         method = self.client.credential_method
@@ -421,8 +489,13 @@ class AwsProvider(Provider):
             and self.environ.get("KUBERNETES_SERVICE_HOST")
             and ident.eni_tags.get(EKS_NO_MANAGE_TAG) != "true"
         ):
-            out.append((True, f"warning: {ident.eni_id} lacks the tag {EKS_NO_MANAGE_TAG}=true: "
-                              "on EKS the VPC CNI may hand the VIP to a pod (docs/aws.md)"))
+            out.append(
+                (
+                    True,
+                    f"warning: {ident.eni_id} lacks the tag {EKS_NO_MANAGE_TAG}=true: "
+                    "on EKS the VPC CNI may hand the VIP to a pod (docs/aws.md)",
+                )
+            )
         out.extend(await self._probe_permissions(mode, deadline))
         try:
             plan = mode.plan(await mode.observe(deadline), None)
@@ -443,44 +516,77 @@ class AwsProvider(Provider):
         elif isinstance(mode, EipMode):
             assert mode.allocation_id is not None
             probes.append(("DescribeAddresses", {"AllocationIds": [mode.allocation_id]}))
-            probes.append(("AssociateAddress", {
-                "AllocationId": mode.allocation_id, "NetworkInterfaceId": eni,
-                "PrivateIpAddress": mode.target_private_ip, "AllowReassociation": True}))
+            probes.append(
+                (
+                    "AssociateAddress",
+                    {
+                        "AllocationId": mode.allocation_id,
+                        "NetworkInterfaceId": eni,
+                        "PrivateIpAddress": mode.target_private_ip,
+                        "AllowReassociation": True,
+                    },
+                )
+            )
             tag_resource = mode.allocation_id
         else:
             assert isinstance(mode, RouteMode)
             probes.append(("DescribeRouteTables", {"RouteTableIds": list(mode.tables)}))
             tables = await mode.observe(deadline)
             for table_id in mode.tables:
-                route = next((r for r in tables[table_id].get("Routes", [])
-                              if r.get("DestinationCidrBlock") == mode.destination), None)
+                route = next(
+                    (
+                        r
+                        for r in tables[table_id].get("Routes", [])
+                        if r.get("DestinationCidrBlock") == mode.destination
+                    ),
+                    None,
+                )
                 if route is not None and route.get("NetworkInterfaceId"):
                     # the current target: harmless even where DryRun is ignored (moto)
-                    probes.append(("ReplaceRoute", {
-                        "RouteTableId": table_id, "DestinationCidrBlock": mode.destination,
-                        "NetworkInterfaceId": route["NetworkInterfaceId"]}))
+                    probes.append(
+                        (
+                            "ReplaceRoute",
+                            {
+                                "RouteTableId": table_id,
+                                "DestinationCidrBlock": mode.destination,
+                                "NetworkInterfaceId": route["NetworkInterfaceId"],
+                            },
+                        )
+                    )
                 elif self.opts.endpoint_url is None:
-                    probes.append(("CreateRoute", {
-                        "RouteTableId": table_id, "DestinationCidrBlock": mode.destination,
-                        "NetworkInterfaceId": eni}))
+                    probes.append(
+                        (
+                            "CreateRoute",
+                            {
+                                "RouteTableId": table_id,
+                                "DestinationCidrBlock": mode.destination,
+                                "NetworkInterfaceId": eni,
+                            },
+                        )
+                    )
                 else:
-                    unprobed.append(f"CreateRoute on {table_id} (custom endpoint: emulators "
-                                    "ignore DryRun on routes and would create it)")
+                    unprobed.append(
+                        f"CreateRoute on {table_id} (custom endpoint: emulators "
+                        "ignore DryRun on routes and would create it)"
+                    )
             tag_resource = mode.tables[0]
         if self.opts.fencing:
             # the tags as they are now would be harmless, but DryRun is honoured here anyway
-            probes.append(("CreateTags", {"Resources": [tag_resource],
-                                          "Tags": mode.fence.tags(0)}))
+            probes.append(("CreateTags", {"Resources": [tag_resource], "Tags": mode.fence.tags(0)}))
         out: list[tuple[bool, str]] = []
         for op, params in probes:
             out.append(await self._dry_run(op, params, deadline))
         for what in unprobed:
-            out.append((True, f"permission ec2:{what.split()[0]} not probed: "
-                              f"{'no DryRun in this API' if ' ' not in what else what}"))
+            out.append(
+                (
+                    True,
+                    f"permission ec2:{what.split()[0]} not probed: "
+                    f"{'no DryRun in this API' if ' ' not in what else what}",
+                )
+            )
         return out
 
-    async def _dry_run(self, op: str, params: dict[str, Any], deadline: float
-                       ) -> tuple[bool, str]:
+    async def _dry_run(self, op: str, params: dict[str, Any], deadline: float) -> tuple[bool, str]:
         assert self.api is not None
         try:
             await self.api.call(op, deadline, "preflight", DryRun=True, **params)

@@ -94,6 +94,11 @@ class Provider:
     async def close(self) -> None:
         """Release clients at exit."""
 
+    def status(self) -> dict[str, Any]:
+        """Provider-specific facts for /status; numeric values also become metrics
+        (vip_sidecar_provider_value{provider,key})."""
+        return {}
+
 
 @dataclass
 class ProviderResult:

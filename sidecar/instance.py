@@ -38,7 +38,8 @@ from sidecar.log import RateLimitedWarnings, event
 from sidecar.stats import VipStats
 from sidecar.transport import InterfaceTransport
 
-MAX_DEMOTION = 240  # BSD caps its demotion counter here; 255 is reserved for bow-out
+MAX_DEMOTION = 240
+INIT_RETRY_S = 15.0  # BSD caps its demotion counter here; 255 is reserved for bow-out
 
 REASON_MESSAGES = {
     Reason.PREFERRED_MASTER: "Preferred master advertised: going back to BACKUP state",
@@ -122,6 +123,7 @@ class VipInstance:
         self.last_failure_at = 0.0
         self.last_failure: str | None = None
         self.ready = False
+        self._next_init_retry = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._wake = asyncio.Event()
@@ -137,6 +139,7 @@ class VipInstance:
     async def start(self) -> None:
         failures = await self.pipeline.init()
         self.ready = not failures
+        self._next_init_retry = self.clock() + INIT_RETRY_S
         self._spawn(self._worker())
         self.apply(self.election.start())
 
@@ -414,6 +417,7 @@ class VipInstance:
                 self._on_provider_failure(failure)
                 return
             self.applied = State.MASTER
+            self.ready = True  # a provider that failed init() at start has recovered
             if self.timeline is not None:
                 self.timeline.completed = self.clock()
                 self.stats.observe_phase(
@@ -458,8 +462,11 @@ class VipInstance:
         )
 
     def housekeeping(self) -> None:
-        """Called about once a second: demotion decay and periodic provider checks."""
+        """Called about once a second: demotion decay, init retries, provider checks."""
         now = self.clock()
+        if not self.ready and now >= self._next_init_retry and not self._lock.locked():
+            self._next_init_retry = now + INIT_RETRY_S
+            self._spawn(self._retry_init())
         if (
             self.provider_failures
             and self.election.state is State.BACKUP
@@ -480,6 +487,15 @@ class VipInstance:
             ]
             if due:
                 self._spawn(self._run_checks(due))
+
+    async def _retry_init(self) -> None:
+        """/readyz must recover once IMDS or the apiserver comes back."""
+        async with self._lock:
+            if not self.ready and not await self.pipeline.init():
+                self.ready = True
+                event(
+                    logging.INFO, "providers initialised (ready)", vip=self.cfg.name, event="ready"
+                )
 
     async def _run_checks(self, due: list[Provider]) -> None:
         async with self._lock:
@@ -558,16 +574,19 @@ class VipInstance:
             else ("broadcast" if self.cfg.nomcast else "multicast"),
             "peers": [str(p) for p in self.cfg.peers],
             "counters": self.stats.as_dict(),
-            "providers": {
-                p.name: (
-                    vars(self.pipeline.results[p.name]) if p.name in self.pipeline.results else None
-                )
-                for p in self.pipeline.providers
-            },
+            "providers": {p.name: self._provider_status(p) for p in self.pipeline.providers},
             "last_failover": None if self.timeline is None else self.timeline.as_dict(),
             "last_failure": self.last_failure,
             "ready": self.ready,
         }
+
+    def _provider_status(self, p: Provider) -> dict[str, Any]:
+        result = self.pipeline.results.get(p.name)
+        try:
+            details = p.status()
+        except Exception as exc:  # a status bug must not break /status
+            details = {"error": repr(exc)}
+        return {"last": vars(result) if result is not None else None, "details": details}
 
 
 def _jitter(period: float) -> float:

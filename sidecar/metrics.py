@@ -82,6 +82,11 @@ class RuntimeCollector:
             "Time from detection to each failover phase (elected, provider:<name>, complete)",
             labels=["vip", "phase"],
         )
+        pvalue = GaugeMetricFamily(
+            "vip_sidecar_provider_value",
+            "Numeric facts a provider reports (retries, drifts, epoch)",
+            labels=["vip", "provider", "key"],
+        )
         late = HistogramMetricFamily(
             "vip_sidecar_advert_lateness_seconds",
             "How late adverts left compared with their schedule",
@@ -111,6 +116,14 @@ class RuntimeCollector:
             for ph, h in st.phases.items():
                 _hist(phase, [name, ph], h)
             _hist(late, [name], st.advert_lateness)
+            for p in inst.pipeline.providers:
+                try:
+                    details = p.status()
+                except Exception:  # a provider bug must not break the scrape
+                    continue
+                for key, value in details.items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        pvalue.add_metric([name, p.name, key], value)
         for (iface, reason), n in rt.iface_drops.items():
             drops.add_metric([iface, "", reason], n)
         yield from (
@@ -129,6 +142,7 @@ class RuntimeCollector:
             pdur,
             phase,
             late,
+            pvalue,
         )
 
 

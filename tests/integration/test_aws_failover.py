@@ -55,6 +55,10 @@ def test_vip_follows_the_master_through_kill9_and_sigterm(bed, mode):
           f"{moved:.2f}s (provider: api {claimed['api_s']}s, effective "
           f"{claimed['effective_s']}s, {claimed['actions']} actions, {claimed['reads']} reads)")
     assert claimed["epoch"] == 2 and bed.epoch(mode, 1) == (2, f"node1/{bed.eni(1)}")
+    aws_status = b.vip()["providers"]["aws"]["details"]
+    assert (aws_status["mode"], aws_status["epoch"], aws_status["eni_id"]) == (
+        mode, 2, bed.eni(1))
+    assert aws_status["calls"] >= 2 and aws_status["errors"] == 0
     if mode == "secondary-ip":
         # moto left the VIP on a's ENI too (no AllowReassignment); b removed that copy
         assert bed.world.secondary_holders(bed.vip(mode)) == [bed.eni(1)]

@@ -98,7 +98,7 @@ def test_metrics_follow_a_real_failover(make_topo):
     assert lf["reason"] == "master_down" and lf["detected_to_complete_s"] == pytest.approx(
         done, abs=1e-3
     )
-    assert st["vips"][0]["providers"]["alias"]["ok"] is True
+    assert st["vips"][0]["providers"]["alias"]["last"]["ok"] is True
     # the human table of `vip-sidecar status`
     out = subprocess.run(
         [sys.executable, "-m", "sidecar", "status", "--url", f"http://{h2.ip}:{PORT}"],
