@@ -18,24 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import Provider, ProviderConfigError, VipContext
-from sidecar import carp, netif
+from sidecar import carp, netif, parsing
 from sidecar.config import Config, ProviderSpec, VipConfig
 from sidecar.log import event
 
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
-
-
-def _option(opts: dict[str, Any], key: str, kind: type, default: Any, lo: float, hi: float) -> Any:
-    value = opts.pop(key, default)
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise ProviderConfigError(
-            f"alias.{key}: must be a {kind.__name__}, got {value!r}"
-        ) from None
-    if not lo <= value <= hi:
-        raise ProviderConfigError(f"alias.{key}: must be between {lo:g} and {hi:g}, got {value!r}")
-    return value
 
 
 class AliasProvider(Provider):
@@ -44,22 +31,17 @@ class AliasProvider(Provider):
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         super().__init__(spec, vip, config)
-        opts = dict(spec.options)
+        bag = parsing.OptionBag("alias", spec.options, ProviderConfigError)
         advert_interval = vip.advbase + vip.advskew / 256
-        self.prefix: int = _option(opts, "prefix", int, 32, 1, 32)
-        self.garp_count: int = _option(opts, "garp_count", int, 2, 0, 100)
-        self.garp_interval: float = _option(
-            opts, "garp_interval", float, 2 * advert_interval, 0.0, 3600.0
+        self.prefix = bag.take("prefix", parsing.integer(1, 32), 32)
+        self.garp_count = bag.take("garp_count", parsing.integer(0, 100), 2)
+        self.garp_interval = bag.take(
+            "garp_interval", parsing.number(0.0, 3600.0), 2 * advert_interval
         )
-        self.reassert_interval = _option(opts, "reassert_interval", float, 5.0, 0.1, 3600.0)
-        self.nonlocal_bind = bool(opts.pop("nonlocal_bind", False))
-        self.interface: str = str(opts.pop("interface", vip.interface))
-        if opts:
-            raise ProviderConfigError(
-                f"alias: unknown options {sorted(opts)}; accepted: "
-                "prefix, garp_count, garp_interval, reassert_interval, "
-                "nonlocal_bind, interface"
-            )
+        self.reassert_interval = bag.take("reassert_interval", parsing.number(0.1, 3600.0), 5.0)
+        self.nonlocal_bind = bag.take("nonlocal_bind", parsing.boolean, False)
+        self.interface = bag.take("interface", parsing.text, vip.interface)
+        bag.finish()
         self._garp_task: asyncio.Task[None] | None = None
 
     async def init(self) -> None:

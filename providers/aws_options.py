@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import IPv4Address
 from typing import Any
 from urllib.parse import urlparse
 
 from providers.base import ProviderConfigError
+from sidecar import parsing
 
 MODES = ("secondary-ip", "eip", "route")
 RETRY_MODES = ("standard", "adaptive", "legacy")
@@ -119,77 +120,20 @@ def _mac(value: Any) -> str:
     return text
 
 
-def _ipv4(value: Any) -> IPv4Address:
-    try:
-        return IPv4Address(str(value).strip())
-    except AddressValueError:
-        raise ValueError(f"must be an IPv4 address, got {value!r}") from None
-
-
 def _url(value: Any) -> str:
     text = str(value).strip()
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"must be an http(s) URL like https://ec2.eu-west-1.amazonaws.com, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"must be an http(s) URL like https://ec2.eu-west-1.amazonaws.com, got {value!r}"
+        )
     return text.rstrip("/")
-
-
-def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number of seconds, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"must be a number of seconds, got {value!r}") from None
-        if not lo < f <= hi:
-            raise ValueError(f"must be > {lo:g} and <= {hi:g} seconds, got {value!r}")
-        return f
-
-    return parse
 
 
 def _interval(value: Any) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
         return None
     return _seconds(0.0, 3600.0)(value)
-
-
-def _int(lo: int, hi: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}")
-        try:
-            n = int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}") from None
-        if not lo <= n <= hi:
-            raise ValueError(f"must be an integer {lo}..{hi}, got {value!r}")
-        return n
-
-    return parse
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
-        return text
-
-    return parse
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "yes", "true", "on"):
-        return True
-    if text in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"must be a boolean, got {value!r}")
 
 
 def _tag_prefix(value: Any) -> str:
@@ -200,6 +144,16 @@ def _tag_prefix(value: Any) -> str:
             f"not starting with aws:, got {value!r}"
         )
     return text
+
+
+_ipv4 = parsing.ipv4
+_choice = parsing.choice
+_bool = parsing.boolean
+_int = parsing.integer
+
+
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    return parsing.number(lo, hi, unit="seconds", lo_open=True)
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -227,15 +181,18 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "fencing": _bool,
     "verify_imds": _bool,
 }
-ALIASES = {"route_table_id": "route_table_ids", "route_tables": "route_table_ids",
-           "endpoint": "endpoint_url", "network_interface_id": "eni_id"}
+ALIASES = {
+    "route_table_id": "route_table_ids",
+    "route_tables": "route_table_ids",
+    "endpoint": "endpoint_url",
+    "network_interface_id": "eni_id",
+}
 
 
 def parse_options(raw: Mapping[str, Any], provider_timeout: float) -> AwsOptions:
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        k = str(key).strip().lower().replace("-", "_")
-        k = ALIASES.get(k, k)
+        k = parsing.normalise_key(key, ALIASES)
         parser = PARSERS.get(k)
         if parser is None:
             raise ProviderConfigError(
@@ -283,6 +240,4 @@ def _check_mode(opts: AwsOptions) -> None:
             "subnets must reach the VIP)"
         )
     if opts.allocation_id and opts.public_ip:
-        raise ProviderConfigError(
-            "aws provider: give either allocation_id or public_ip, not both"
-        )
+        raise ProviderConfigError("aws provider: give either allocation_id or public_ip, not both")

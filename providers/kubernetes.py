@@ -72,6 +72,7 @@ from providers.k8s_lease import (
     outage_verdict,
     released,
 )
+from sidecar import parsing
 from sidecar.config import Config, ProviderSpec, VipConfig
 from sidecar.log import RateLimitedWarnings, event
 
@@ -84,12 +85,6 @@ HOUSEKEEPING_S = 1.0
 CHECK_TICK_S = 1.0
 POLL_S = 0.5
 COMPONENT = "vip-sidecar"
-
-OPTIONS = (
-    "lease_name namespace kubeconfig context identity pod_name node_name lease_duration "
-    "renew_interval request_timeout max_clock_skew acquire_wait apiserver_outage "
-    "label_pod label_node label_key events"
-).split()
 
 
 class LeaseRefused(Exception):
@@ -126,56 +121,35 @@ class Options:
         return NAMESPACED_CALLS | (NODE_CALLS if self.label_node else frozenset())
 
 
-def _bool(opts: dict[str, Any], key: str, default: bool) -> bool:
-    value = opts.pop(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "yes", "true", "on"):
-        return True
-    if text in ("0", "no", "false", "off"):
-        return False
-    raise ProviderConfigError(f"kubernetes.{key}: must be a boolean, got {value!r}")
-
-
-def _number(opts: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = opts.pop(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ProviderConfigError(f"kubernetes.{key}: must be a number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise ProviderConfigError(
-            f"kubernetes.{key}: must be between {lo:g} and {hi:g}, got {value!r}"
-        )
-    return number
-
-
-def _text(opts: dict[str, Any], key: str, default: str | None) -> str | None:
-    value = opts.pop(key, default)
-    if value is None or value == "":
-        return None
-    return str(value)
+def _maybe_text(value: Any) -> str | None:
+    return None if value is None or str(value) == "" else str(value)
 
 
 def parse_options(
     spec: ProviderSpec, vip: VipConfig, environ: Mapping[str, str]
 ) -> tuple[Options, float]:
     """Validate the provider's options; returns them and the pipeline timeout to use."""
-    opts = dict(spec.options)
-    duration = _number(opts, "lease_duration", 10, 1, 3600)
+    bag = parsing.OptionBag("kubernetes", spec.options, ProviderConfigError)
+
+    def num(key: str, default: float, lo: float, hi: float) -> float:
+        return bag.take(key, parsing.number(lo, hi), default)
+
+    def txt(key: str, default: str | None) -> str | None:
+        return _maybe_text(bag.take(key, _maybe_text, default))
+
+    duration = num("lease_duration", 10, 1, 3600)
     if duration != int(duration):
         raise ProviderConfigError(
             f"kubernetes.lease_duration: leaseDurationSeconds is whole seconds, got {duration}"
         )
-    renew = _number(opts, "renew_interval", min(2.0, duration / 3), 0.1, 3600)
+    renew = num("renew_interval", min(2.0, duration / 3), 0.1, 3600)
     if renew > duration / 2:
         raise ProviderConfigError(
             f"kubernetes.renew_interval: must be at most half of lease_duration "
             f"({duration / 2:g}) so one failed renewal does not cost the lease, got {renew:g}"
         )
-    request_timeout = _number(opts, "request_timeout", max(0.5, min(5.0, renew)), 0.1, 60)
-    skew = _number(opts, "max_clock_skew", 1.0, 0, 3600)
+    request_timeout = num("request_timeout", max(0.5, min(5.0, renew)), 0.1, 60)
+    skew = num("max_clock_skew", 1.0, 0, 3600)
     # pre_master must finish inside the pipeline's timeout: a GET and a write after waiting
     budget = spec.timeout - 2 * request_timeout - 1.0
     if budget < 0:
@@ -184,24 +158,22 @@ def parse_options(
             f"calls plus 1s ({2 * request_timeout + 1:g}s); raise `timeout` or lower "
             "request_timeout"
         )
-    wait = _number(opts, "acquire_wait", min(duration + skew + POLL_S, budget), 0, 3600)
+    wait = num("acquire_wait", min(duration + skew + POLL_S, budget), 0, 3600)
     if wait > budget:
         raise ProviderConfigError(
             f"kubernetes.acquire_wait: must leave room for two API calls inside the "
             f"provider timeout ({spec.timeout:g}s), so at most {budget:g}s, got {wait:g}"
         )
-    policy_text = str(opts.pop("apiserver_outage", "failsafe")).strip().lower()
-    try:
-        policy = OutagePolicy(policy_text)
-    except ValueError:
-        raise ProviderConfigError(
-            f"kubernetes.apiserver_outage: must be failsafe or demote, got {policy_text!r}"
-        ) from None
-    pod_name = _text(opts, "pod_name", environ.get("POD_NAME"))
-    node_name = _text(opts, "node_name", environ.get("NODE_NAME"))
-    identity = _text(opts, "identity", pod_name or node_name or socket.gethostname())
+    policy = OutagePolicy(
+        bag.take(
+            "apiserver_outage", parsing.choice(tuple(p.value for p in OutagePolicy)), "failsafe"
+        )
+    )
+    pod_name = txt("pod_name", environ.get("POD_NAME"))
+    node_name = txt("node_name", environ.get("NODE_NAME"))
+    identity = txt("identity", pod_name or node_name or socket.gethostname())
     assert identity is not None
-    namespace = _text(opts, "namespace", None)
+    namespace = txt("namespace", None)
     pod_namespace = environ.get("POD_NAMESPACE") or None
     if namespace and pod_namespace and namespace != pod_namespace:
         raise ProviderConfigError(
@@ -209,16 +181,16 @@ def parse_options(
             f"{pod_namespace!r}; the Lease, the Pod and its Events live in one namespace "
             "(the chart's Role is namespaced)"
         )
-    label_pod = _bool(opts, "label_pod", True)
-    label_node = _bool(opts, "label_node", False)
+    label_pod = bag.take("label_pod", parsing.boolean, True)
+    label_node = bag.take("label_node", parsing.boolean, False)
     if label_node and not node_name:
         raise ProviderConfigError(
             "kubernetes.label_node: needs the node name (NODE_NAME from the downward API "
             "or the node_name option)"
         )
-    label_key = _text(opts, "label_key", LABEL_PREFIX + label_name(vip.name))
+    label_key = txt("label_key", LABEL_PREFIX + label_name(vip.name))
     assert label_key is not None
-    lease_name = _text(opts, "lease_name", dns_name(vip.name, "vip-sidecar-"))
+    lease_name = txt("lease_name", dns_name(vip.name, "vip-sidecar-"))
     assert lease_name is not None
     if dns_name(lease_name) != lease_name:
         raise ProviderConfigError(
@@ -228,8 +200,8 @@ def parse_options(
     options = Options(
         lease_name=lease_name,
         namespace=namespace or pod_namespace,
-        kubeconfig=_text(opts, "kubeconfig", environ.get("KUBECONFIG")),
-        context=_text(opts, "context", None),
+        kubeconfig=txt("kubeconfig", environ.get("KUBECONFIG")),
+        context=txt("context", None),
         identity=identity,
         pod_name=pod_name,
         node_name=node_name,
@@ -242,12 +214,9 @@ def parse_options(
         label_pod=label_pod and pod_name is not None,
         label_node=label_node,
         label_key=label_key,
-        events=_bool(opts, "events", True),
+        events=bag.take("events", parsing.boolean, True),
     )
-    if opts:
-        raise ProviderConfigError(
-            f"kubernetes: unknown options {sorted(opts)}; accepted: {', '.join(OPTIONS)}"
-        )
+    bag.finish()
     return options, spec.timeout
 
 

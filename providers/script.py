@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from providers.base import Provider, ProviderConfigError, VipContext
+from sidecar import parsing
 from sidecar.config import Config, ProviderSpec, VipConfig
 from sidecar.log import event
 
@@ -34,15 +35,18 @@ class ScriptProvider(Provider):
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         super().__init__(spec, vip, config)
-        opts = dict(spec.options)
-        self.upscript: str | None = opts.pop("upscript", vip.upscript)
-        self.downscript: str | None = opts.pop("downscript", vip.downscript)
-        self.xparam: str | None = opts.pop("xparam", vip.xparam)
-        self.fail_on_error = bool(opts.pop("fail_on_error", False))
+        bag = parsing.OptionBag("script", spec.options, ProviderConfigError)
+        self.upscript: str | None = bag.take("upscript", parsing.text, vip.upscript)
+        self.downscript: str | None = bag.take("downscript", parsing.text, vip.downscript)
+        self.xparam: str | None = bag.take("xparam", str, vip.xparam)
+        self.fail_on_error = bag.take("fail_on_error", parsing.boolean, False)
         # the script gets its own deadline; the pipeline's timeout only backs it up
-        self.script_timeout = float(opts.pop("timeout_s", vip.script_timeout))
-        if opts:
-            raise ProviderConfigError(f"script provider: unknown options {sorted(opts)}")
+        self.script_timeout = bag.take(
+            "timeout_s",
+            parsing.number(0.0, 86400.0, unit="seconds", lo_open=True),
+            vip.script_timeout,
+        )
+        bag.finish()
         self.timeout = self.script_timeout + KILL_GRACE_S + 1.0
 
     def argv(self, script: str) -> list[str]:

@@ -18,10 +18,11 @@ import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from sidecar import parsing
 from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
 
 ENV_PREFIX = "VIP_SIDECAR_"
@@ -98,54 +99,12 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- parsers
-def _c_int(text: str) -> int:
-    """C base-0 integers like ucarp's strtol: 0x10 = 16, 010 = 8, 10 = 10."""
-    t = text.strip().lower()
-    neg = t.startswith("-")
-    t = t.lstrip("+-")
-    if t.startswith("0x"):
-        value = int(t[2:], 16)
-    elif len(t) > 1 and t.startswith("0"):
-        value = int(t[1:], 8)
-    else:
-        value = int(t, 10)
-    return -value if neg else value
-
-
-def _int_range(lo: int, hi: int | None) -> Callable[[Any], int]:
-    accepted = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
-
-    def parse(value: Any) -> int:
-        try:
-            n = (
-                value
-                if isinstance(value, int) and not isinstance(value, bool)
-                else _c_int(str(value))
-            )
-        except ValueError:
-            raise ValueError(f"must be {accepted}, got {value!r}") from None
-        if n < lo or (hi is not None and n > hi):
-            raise ValueError(f"must be {accepted}, got {value!r}")
-        return n
-
-    return parse
-
-
-def _float_pos(value: Any) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a number of seconds > 0, got {value!r}") from None
-    if f <= 0:
-        raise ValueError(f"must be a number of seconds > 0, got {value!r}")
-    return f
-
-
-def _ipv4(value: Any) -> IPv4Address:
-    try:
-        return IPv4Address(str(value).strip())
-    except AddressValueError:
-        raise ValueError(f"must be an IPv4 address like 192.0.2.10, got {value!r}") from None
+_bool = parsing.boolean
+_ipv4 = parsing.ipv4
+_choice = parsing.choice
+_text = parsing.text
+_int_range = parsing.integer
+_float_pos = parsing.number(0.0, None, unit="seconds", lo_open=True)
 
 
 def _ipv4_nonzero(value: Any) -> IPv4Address:
@@ -167,24 +126,6 @@ def _multicast(value: Any) -> IPv4Address:
     if not ip.is_multicast:
         raise ValueError(f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
     return ip
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "yes", "true", "on", "y"):
-        return True
-    if text in ("0", "no", "false", "off", "n", ""):
-        return False
-    raise ValueError(f"must be a boolean (yes/no/true/false/1/0), got {value!r}")
-
-
-def _text(value: Any) -> str:
-    text = str(value)
-    if not text:
-        raise ValueError("must not be empty")
-    return text
 
 
 def _interface(value: Any) -> str:
@@ -230,16 +171,6 @@ def _peers(value: Any) -> tuple[IPv4Address, ...]:
     else:
         raise ValueError(f"must be a list of IPv4 addresses, got {value!r}")
     return tuple(_ipv4_nonzero(v) for v in items)
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
-        return text
-
-    return parse
 
 
 def _providers(value: Any) -> tuple[ProviderSpec, ...]:
@@ -320,8 +251,7 @@ ALIASES = {"password": "pass", "mcastip": "mcast", "peer": "peers", "if": "inter
 
 
 def _normalise_key(key: str) -> str:
-    k = key.strip().lower().replace("-", "_")
-    return ALIASES.get(k, k)
+    return parsing.normalise_key(key, ALIASES)
 
 
 def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:

@@ -584,7 +584,7 @@ def test_identity_falls_back_to_the_hostname():
 @pytest.mark.parametrize(("opts", "env", "message"), [
     ({"renew_interval": 6}, ENV, "at most half of lease_duration"),
     ({"lease_duration": 2.5}, ENV, "whole seconds"),
-    ({"apiserver_outage": "ignore"}, ENV, "failsafe or demote"),
+    ({"apiserver_outage": "ignore"}, ENV, "one of failsafe, demote"),
     ({"lease_nme": "x"}, ENV, r"unknown options \['lease_nme'\]"),
     ({"namespace": "other"}, ENV, "differs from POD_NAMESPACE"),
     ({"label_node": True}, {"POD_NAME": "p"}, "needs the node name"),
