@@ -221,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument(
         "--provider-check", dest="check_provider", default=None, help="only preflight this provider"
     )
+    ctl = sub.add_parser(
+        "ctl",
+        help="operator control over the unix status socket: planned demotion, maintenance freeze",
+    )
+    ctl.add_argument("action", choices=("demote", "maintenance-on", "maintenance-off"))
+    ctl.add_argument("--vip", default="all", help="VIP name (default: all)")
+    ctl.add_argument(
+        "--hold", type=float, default=10.0, help="demote: seconds to stay BACKUP (default 10)"
+    )
+    ctl.add_argument(
+        "--socket", default=os.environ.get("VIP_SIDECAR_STATUS_SOCKET"), help="unix socket path"
+    )
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -293,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "version":
         print(f"vip-sidecar {package_version()}")
         return 0
+    if ns.command == "ctl":
+        from sidecar.status_client import control
+
+        return control(ns.socket, ns.action, ns.vip, ns.hold)
     if ns.command == "status":
         from sidecar.status_client import print_status
 

@@ -38,7 +38,9 @@ class Reason(StrEnum):
     PREEMPT = "preempt"  # we are preferred and --preempt is on
     PEER_TIMING_OUT = "peer_timing_out"  # heard master is slower than our dead interval (bow-out)
     PREFERRED_MASTER = "preferred_master"  # two masters met, the other one wins
-    STEP_DOWN = "step_down"  # provider failure / operator demotion
+    STEP_DOWN = "step_down"  # provider failure / SIGUSR2
+    OPERATOR = "operator"  # `vip-sidecar ctl demote`
+    MAINTENANCE = "maintenance"  # `vip-sidecar ctl maintenance on`
     VETO = "veto"  # a provider refused the promotion
     CARRIER_LOST = "carrier_lost"
     SHUTDOWN = "shutdown"
@@ -112,6 +114,7 @@ class Election:
         self.hold_until = 0.0
         self.stopped = False
         self.carrier_up = True
+        self.maintenance = False
         self.pending: Reason | None = None
         self._advert_at: float | None = None
         self._dead_at: float | None = None
@@ -221,6 +224,20 @@ class Election:
             return []
         return [SendAdvert(BOW_OUT, BOW_OUT), *self._enter_backup(reason)]
 
+    def set_maintenance(self, on: bool) -> list[Action]:
+        """Operator freeze: leave MASTER (bow-out) and never claim until switched off,
+        whoever else is alive. Off: back to normal, a full dead interval from now."""
+        self.maintenance = on
+        if not on:
+            self._arm_dead_timer()
+            return []
+        self.pending = None
+        actions: list[Action] = []
+        if self.state is State.MASTER:
+            actions = [SendAdvert(BOW_OUT, BOW_OUT), *self._enter_backup(Reason.MAINTENANCE)]
+        self._dead_at = None
+        return actions
+
     def shutdown(self) -> list[Action]:
         """Final step: bow out if MASTER, then never claim again."""
         actions: list[Action] = []
@@ -267,13 +284,15 @@ class Election:
         return SendAdvert(self.params.advbase, self.advskew)
 
     def _arm_dead_timer(self) -> None:
-        if self.stopped or not self.carrier_up:
+        if self.stopped or not self.carrier_up or self.maintenance:
             self._dead_at = None
             return
         self._dead_at = max(self._clock() + self.dead_interval_s(), self.hold_until)
 
     def _master_down(self, reason: Reason) -> list[Action]:
         if self.state is not State.BACKUP or self.stopped or not self.carrier_up:
+            return []
+        if self.maintenance:
             return []
         if self._clock() < self.hold_until:
             self._arm_dead_timer()  # retried once the hold-down expires

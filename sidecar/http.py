@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from sidecar.instance import VipInstance
     from sidecar.runtime import Runtime
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
@@ -33,6 +34,52 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+def _local_only(request: web.Request) -> web.Response | None:
+    # control changes state: only over the unix socket, whose file mode is the ACL
+    if not isinstance(request.transport and request.transport.get_extra_info("sockname"), str):
+        return web.Response(
+            status=403, text="control endpoints answer on the unix status socket only\n"
+        )
+    return None
+
+
+def _targets(request: web.Request) -> list[VipInstance] | web.Response:
+    name = request.match_info.get("vip", "")
+    instances = request.app[RUNTIME_KEY].instances
+    chosen = [i for i in instances if name in ("", "all", i.cfg.name)]
+    if not chosen:
+        return web.Response(status=404, text=f"no VIP named {name!r}\n")
+    return chosen
+
+
+async def demote(request: web.Request) -> web.Response:
+    denied = _local_only(request)
+    if denied is not None:
+        return denied
+    targets = _targets(request)
+    if isinstance(targets, web.Response):
+        return targets
+    try:
+        hold = float(request.query.get("hold", "10"))
+    except ValueError:
+        return web.Response(status=400, text="hold: must be a number of seconds\n")
+    done = {i.cfg.name: i.operator_demote(hold) for i in targets}
+    return web.json_response({"demoted": done, "hold_s": hold})
+
+
+async def maintenance(request: web.Request) -> web.Response:
+    denied = _local_only(request)
+    if denied is not None:
+        return denied
+    targets = _targets(request)
+    if isinstance(targets, web.Response):
+        return targets
+    on = request.match_info["switch"] == "on"
+    for inst in targets:
+        inst.set_maintenance(on)
+    return web.json_response({"maintenance": on, "vips": [i.cfg.name for i in targets]})
+
+
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME_KEY] = runtime
@@ -40,6 +87,8 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/vips/{vip}/demote", demote)
+    app.router.add_post("/v1/vips/{vip}/maintenance/{switch:on|off}", maintenance)
     return app
 
 

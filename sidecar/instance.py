@@ -546,6 +546,31 @@ class VipInstance:
                 event="internal_error",
             )
 
+    # -- operator control ------------------------------------------------------------
+    def operator_demote(self, hold_s: float) -> bool:
+        """Planned move: bow out now and stay BACKUP for hold_s; False if not MASTER."""
+        if self.election.state is not State.MASTER:
+            return False
+        event(
+            logging.WARNING,
+            f"operator demotion: stepping down, holding BACKUP {hold_s:g}s",
+            vip=self.cfg.name,
+            event="operator_demote",
+            hold_s=hold_s,
+        )
+        self.apply(self.election.step_down(Reason.OPERATOR, hold_s))
+        return True
+
+    def set_maintenance(self, on: bool) -> None:
+        event(
+            logging.WARNING,
+            f"maintenance {'on: never claiming' if on else 'off'}",
+            vip=self.cfg.name,
+            event="maintenance",
+            on=on,
+        )
+        self.apply(self.election.set_maintenance(on))
+
     # -- views -----------------------------------------------------------------------
     def state_line(self) -> str:
         """ucarp's SIGUSR1 line."""
@@ -567,6 +592,7 @@ class VipInstance:
             "advbase": self.cfg.advbase,
             "advskew": e.advskew,
             "demotion": e.demotion,
+            "maintenance": e.maintenance,
             "hold_down_s": max(0.0, round(e.hold_until - self.clock(), 3)),
             "master_seen": None if self.master_seen is None else vars(self.master_seen),
             "mode": "unicast"

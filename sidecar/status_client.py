@@ -23,6 +23,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def fetch_status(socket_path: str | None, url: str | None, timeout: float = 5.0) -> Any:
+    return request(socket_path, url, "GET", "/status", timeout)
+
+
+def request(
+    socket_path: str | None, url: str | None, method: str, path: str, timeout: float = 5.0
+) -> Any:
     conn: http.client.HTTPConnection
     if url:
         u = urlparse(url)
@@ -32,9 +38,12 @@ def fetch_status(socket_path: str | None, url: str | None, timeout: float = 5.0)
     else:
         raise ValueError("give --socket PATH or --url http://HOST:PORT")
     try:
-        conn.request("GET", "/status")
+        conn.request(method, path)
         resp = conn.getresponse()
-        return json.loads(resp.read())
+        body = resp.read()
+        if resp.status != 200:
+            raise ValueError(f"{method} {path}: HTTP {resp.status}: {body.decode().strip()}")
+        return json.loads(body)
     finally:
         conn.close()
 
@@ -92,4 +101,22 @@ def print_status(socket_path: str | None, url: str | None, raw: bool) -> int:
         print(f"vip-sidecar status: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(status, indent=2) if raw else format_table(status))
+    return 0
+
+
+def control(socket_path: str | None, action: str, vip: str, hold: float) -> int:
+    """`vip-sidecar ctl`: demote / maintenance on|off over the unix status socket."""
+    if not socket_path:
+        print("vip-sidecar ctl: give --socket PATH (or VIP_SIDECAR_STATUS_SOCKET)", file=sys.stderr)
+        return 2
+    path = {
+        "demote": f"/v1/vips/{vip}/demote?hold={hold:g}",
+        "maintenance-on": f"/v1/vips/{vip}/maintenance/on",
+        "maintenance-off": f"/v1/vips/{vip}/maintenance/off",
+    }[action]
+    try:
+        print(json.dumps(request(socket_path, None, "POST", path)))
+    except (OSError, ValueError) as exc:
+        print(f"vip-sidecar ctl: {exc}", file=sys.stderr)
+        return 1
     return 0

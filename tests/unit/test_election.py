@@ -317,3 +317,19 @@ def test_long_stall_does_not_cause_an_advert_burst():
 def test_invalid_params_rejected(kw):
     with pytest.raises(ValueError):
         ElectionParams(src=ME, **kw)
+
+
+def test_maintenance_bows_out_and_never_claims_until_off():
+    e, clock = started()
+    to_master(e, clock)
+    acts = e.set_maintenance(True)
+    assert acts == [
+        SendAdvert(BOW_OUT, BOW_OUT),
+        Transition(State.MASTER, State.BACKUP, Reason.MAINTENANCE),
+    ]
+    clock.advance(100)
+    assert e.tick() == [] and e.next_deadline() is None
+    assert e.on_advert(PEER_HIGHER, BOW_OUT, BOW_OUT) == []  # not even a bow-out tempts it
+    assert e.set_maintenance(False) == []
+    clock.advance(3)
+    assert transitions(e.tick()) == [Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN)]
