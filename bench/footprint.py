@@ -22,7 +22,9 @@ botocore, kubernetes, aiohttp, prometheus_client the daemon actually imported.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -229,11 +231,61 @@ def report(results: dict[str, Any], loaded: dict[str, bool], window: float) -> N
     print_ratios("footprint", items)
 
 
+IMPORT_SETS = (
+    ("interpreter", ()),
+    ("+ asyncio", ("asyncio",)),
+    ("+ pyroute2", ("asyncio", "pyroute2")),
+    ("+ sidecar runtime, alias provider",
+     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias")),
+    ("+ aiohttp, prometheus_client (--http)",
+     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias", "sidecar.http",
+      "sidecar.metrics", "aiohttp", "prometheus_client")),
+    ("+ boto3, kubernetes (aws, kubernetes providers)",
+     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias", "boto3",
+      "kubernetes.client", "providers.aws", "providers.kubernetes")),
+)  # fmt: skip
+
+
+def import_costs() -> list[tuple[str, int]]:
+    """RSS (KiB) of a fresh interpreter after importing each cumulative set of modules."""
+    out = []
+    for label, mods in IMPORT_SETS:
+        code = (
+            "import importlib, sys\n"
+            "for m in sys.argv[1:]: importlib.import_module(m)\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code, *mods],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), **PRELOAD_ENV},
+            timeout=60,
+        )
+        out.append((label, int(res.stdout.strip() or 0)))
+    return out
+
+
+def print_import_costs(costs: list[tuple[str, int]]) -> None:
+    print("\nWhere the memory goes: RSS of a fresh interpreter after importing")
+    rows, prev = [], 0
+    for label, kib in costs:
+        rows.append([label, fmt(kib / 1024, " MiB", 1), fmt((kib - prev) / 1024, " MiB", 1)])
+        prev = kib if not label.startswith("+ aiohttp") else prev
+    print(table(("imports", "RSS", "added"), rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--window", type=float, help="seconds of idle measurement (60; quick 4)")
+    p.add_argument("--imports-only", action="store_true", help="only the import-cost table")
     args = p.parse_args(argv)
     window = args.window or (4.0 if args.quick else 60.0)
+    costs = import_costs()
+    if args.imports_only:
+        print_import_costs(costs)
+        return 0
     require_tools("ucarp", "keepalived")
     info = print_header(
         "footprint",
@@ -254,8 +306,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  {kind}: {shown}", flush=True)
     report(results, loaded, window)
+    print_import_costs(costs)
     write_json(
-        args.json, {"machine": info, "window_s": window, "results": results, "imported": loaded}
+        args.json,
+        {
+            "machine": info,
+            "window_s": window,
+            "results": results,
+            "imported": loaded,
+            "import_costs": costs,
+        },
     )
     return 0 if all(r["ok"] for r in results.values()) else 1
 

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if data:
         found = True
         footprint.report(data["results"], data["imported"], data["window_s"])
+        if data.get("import_costs"):
+            footprint.print_import_costs([tuple(c) for c in data["import_costs"]])
     data = load(d / "scale.json")
     if data:
         found = True
