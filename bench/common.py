@@ -111,7 +111,15 @@ def machine_info() -> dict[str, Any]:
         out = (res.stdout + res.stderr).strip().splitlines()
         return out[0] if out else "?"
 
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--exclude", "*"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
     return {
+        "commit": rev or "?",
         "cpu": model,
         "cores": os.cpu_count(),
         "kernel": platform.release(),
@@ -135,7 +143,7 @@ def dpkg_version(pkg: str) -> str:
 def print_header(title: str, argv: Sequence[str]) -> dict[str, Any]:
     info = machine_info()
     print(f"== {title}")
-    print(f"   command: {' '.join(argv)}")
+    print(f"   command: {' '.join(argv)}  (vip-sidecar at commit {info['commit']})")
     print(
         f"   machine: {info['cpu']} x{info['cores']}, kernel {info['kernel']}, "
         f"python {info['python']}, ucarp {info['ucarp']}, {info['keepalived']}, "

@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if data:
         found = True
         m = data["machine"]
-        print(f"machine: {m['cpu']} x{m['cores']}, kernel {m['kernel']}, python {m['python']}, "
-              f"ucarp {m['ucarp']}, {m['keepalived']}")  # fmt: skip
+        print(
+            f"commit {m.get('commit', '?')}; machine: {m['cpu']} x{m['cores']}, "
+            f"kernel {m['kernel']}, python {m['python']}, ucarp {m['ucarp']}, {m['keepalived']}"
+        )
         for scenario in failover.SCENARIOS:
             if f"summary_{scenario}" in data:
                 failover.report(data[f"summary_{scenario}"], scenario)
