@@ -11,7 +11,10 @@ settle, for a window of W seconds:
   |error| over all VHIDs, the mean signed error, and intervals over 1.5x nominal;
 * vip-sidecar's own view: /status `advert_lateness_s` (timer lateness at send time),
   median of the per-VIP p50 and max of the per-VIP p99;
-* spurious takeovers: backups that became MASTER during the window (must be 0).
+* spurious takeovers: backups that became MASTER during the window (must be 0);
+* start-up: the longest advert interval of any VHID between its first advert and the
+  window (the capture runs from before the daemons start): stalls right after the
+  takeover of N VIPs at once show here.
 
 vip-sidecar runs twice per N: with the alias provider's defaults, and with its periodic
 re-check of the address (`reassert_interval`, 5 s per VIP) pushed to 3600 s, which
@@ -202,6 +205,15 @@ def jitter(adverts: list[Any], src: str, start: float, end: float) -> dict[str, 
     }
 
 
+def max_interval(adverts: list[Any], src: str, start: float, end: float) -> float:
+    by_vhid: dict[int, list[float]] = {}
+    for a in adverts:
+        if a.src == src and start <= a.ts <= end:
+            by_vhid.setdefault(a.vhid, []).append(a.ts)
+    gaps = [b - a for t in by_vhid.values() for a, b in itertools.pairwise(t)]
+    return max(gaps, default=math.nan)
+
+
 def run_one(topo: Topology, kind: str, n: int, window: float) -> dict[str, Any]:
     h1, h2, h3 = topo.hosts[:3]
     clean(topo)
@@ -214,7 +226,9 @@ def run_one(topo: Topology, kind: str, n: int, window: float) -> dict[str, Any]:
             return UcarpSide(topo, host, n, advskew, tag)
         return OursSide(topo, host, n, advskew, tag, reassert=kind == "vip-sidecar")
 
+    t_start = time.time()
     try:
+        cap = Capture(topo, h3)  # from the start: the start-up phase is reported too
         master = side(h1, MASTER_SKEW, "m")
         backup = side(h2, BACKUP_SKEW, "b")
         wait_for(
@@ -228,12 +242,13 @@ def run_one(topo: Topology, kind: str, n: int, window: float) -> dict[str, Any]:
             interval=0.5,
             what=f"{kind} x{n}: h1 master and h2 backup of every VHID",
         )
+        settled = time.time()
         time.sleep(2.0)
-        cap = Capture(topo, h3)
         start = time.time()
         usage = measure_usage({"master": master.pids, "backup": backup.pids}, window)
         end = time.time()
         cap.stop()
+        adverts = cap.adverts()
         spurious = backup.masters_since(start)
         still = master.states().count("MASTER")
         return {
@@ -242,7 +257,10 @@ def run_one(topo: Topology, kind: str, n: int, window: float) -> dict[str, Any]:
             "n": n,
             "master": vars(usage["master"]),
             "backup": vars(usage["backup"]),
-            "wire": jitter(cap.adverts(), h1.ip, start, end),
+            "wire": jitter(adverts, h1.ip, start, end),
+            # the longest advert interval of any VHID from its first advert to the window
+            "startup_max_interval_s": max_interval(adverts, h1.ip, 0.0, start),
+            "settle_s": settled - t_start,
             "lateness": master.lateness(),
             "spurious_takeovers": spurious,
             "masters_at_end": still,
@@ -304,7 +322,7 @@ def report(results: list[dict[str, Any]], window: float) -> None:
     heads = (
         "N", "daemon", "procs/side", "CPU master", "CPU backup", "RSS master", "RSS backup",
         "jitter p50", "p99", "max", "mean err", ">1.5x", "lateness p50/p99 (status)",
-        "/status took", "spurious",
+        "/status took", "spurious", "start-up max interval",
     )  # fmt: skip
     rows = []
     for r in results:
@@ -329,6 +347,7 @@ def report(results: list[dict[str, Any]], window: float) -> None:
                 f"{fmt(lat['p50'] * 1000, '', 2)}/{fmt(lat['p99'] * 1000, ' ms', 2)}",
                 fmt(lat["status_s"] * 1000, " ms", 0),
                 r["spurious_takeovers"],
+                fmt(r.get("startup_max_interval_s", math.nan), " s", 2),
             ]
         )
     print(table(heads, rows))
