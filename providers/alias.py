@@ -88,6 +88,10 @@ class AliasProvider(Provider):
     async def close(self) -> None:
         self._stop_garps()
 
+    def announce(self) -> None:
+        if self.vip.garp and (self._garp_task is None or self._garp_task.done()):
+            self._garp_task = asyncio.ensure_future(self._garps(count=1))
+
     async def present(self) -> bool:
         from pyroute2 import AsyncIPRoute
 
@@ -132,12 +136,12 @@ class AliasProvider(Provider):
             self._garp_task.cancel()
             self._garp_task = None
 
-    async def _garps(self) -> None:
+    async def _garps(self, count: int | None = None) -> None:
         _, mac = netif.hardware_address(self.interface)
         frame = carp.encode_garp(mac, self.vip.addr)
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
             s.bind((self.interface, 0))
-            for i in range(self.garp_count):
+            for i in range(self.garp_count if count is None else count):
                 if i:
                     await asyncio.sleep(self.garp_interval)
                 try:

@@ -114,8 +114,9 @@ class Ec2Api:
         self.stats = CallStats()
         self.vip_name = vip_name
 
-    async def call(self, op: str, deadline: float, context: str = "", **params: Any
-                   ) -> dict[str, Any]:
+    async def call(
+        self, op: str, deadline: float, context: str = "", **params: Any
+    ) -> dict[str, Any]:
         """Call EC2 operation `op` (CamelCase, as in IAM), retrying throttling/5xx until
         `deadline` (clock units). Raises an AwsError subclass."""
         method = getattr(self.client, _snake(op))

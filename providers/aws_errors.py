@@ -243,8 +243,6 @@ def translate(exc: BaseException, op: str, context: str = "") -> AwsError:
             op=op,
         )
     if kind is ErrorKind.INVALID:
-        return AwsConfigError(
-            f"{op}{where} rejected with {code}: {exc}", code=code, op=op
-        )
+        return AwsConfigError(f"{op}{where} rejected with {code}: {exc}", code=code, op=op)
     detail = code or type(exc).__name__
     return AwsError(f"{op}{where} failed: {detail}: {exc}", code=code, op=op)

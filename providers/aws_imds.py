@@ -42,8 +42,9 @@ class ImdsTokenTimeout(ImdsError):
     """The token PUT never answered: typically the PUT response hop limit is too low."""
 
 
-def urllib_transport(method: str, url: str, headers: dict[str, str], timeout: float
-                     ) -> tuple[int, bytes]:
+def urllib_transport(
+    method: str, url: str, headers: dict[str, str], timeout: float
+) -> tuple[int, bytes]:
     # IMDS is link-local: an HTTP(S)_PROXY from the pod environment must never see it
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     data = b"" if method == "PUT" else None
@@ -203,8 +204,13 @@ class ImdsClient:
         if eni is None:
             raise ImdsNotFound(f"no ENI with MAC {mac} on this instance")
         out: dict[str, str | None] = {"interface-id": eni.strip()}
-        for leaf in ("subnet-id", "vpc-id", "local-ipv4s", "subnet-ipv4-cidr-block",
-                     "vpc-ipv4-cidr-blocks"):
+        for leaf in (
+            "subnet-id",
+            "vpc-id",
+            "local-ipv4s",
+            "subnet-ipv4-cidr-block",
+            "vpc-ipv4-cidr-blocks",
+        ):
             value = self.get_optional(self.mac_path(mac, leaf))
             out[leaf] = value.strip() if value is not None else None
         return out

@@ -128,8 +128,11 @@ class Mode:
 
     async def tag(self, resources: list[str], deadline: float, epoch: int) -> None:
         await self.api.call(
-            "CreateTags", deadline, "write fencing epoch",
-            Resources=resources, Tags=self.fence.tags(epoch),
+            "CreateTags",
+            deadline,
+            "write fencing epoch",
+            Resources=resources,
+            Tags=self.fence.tags(epoch),
         )
 
     async def tag_if_fencing(self, resources: list[str], deadline: float, epoch: int) -> None:
@@ -152,8 +155,14 @@ class SecondaryIpMode(Mode):
     name = "secondary-ip"
     resource_kind = "network-interface"
 
-    def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence,
-                 local_ipv4s: Callable[[], list[str] | None] | None = None) -> None:
+    def __init__(
+        self,
+        api: Ec2Api,
+        ident: Identity,
+        vip: IPv4Address,
+        fence: Fence,
+        local_ipv4s: Callable[[], list[str] | None] | None = None,
+    ) -> None:
         super().__init__(api, ident, vip, fence)
         # the instance's own view (IMDS local-ipv4s) is AWS's documented confirmation
         # that a remap reached this instance; describe calls can be ahead of it
@@ -250,8 +259,11 @@ class SecondaryIpMode(Mode):
         vip = str(self.vip)
         if plan.step == "assign":
             await self.api.call(
-                "AssignPrivateIpAddresses", deadline, f"move {vip} to {self.ident.eni_id}",
-                NetworkInterfaceId=self.ident.eni_id, PrivateIpAddresses=[vip],
+                "AssignPrivateIpAddresses",
+                deadline,
+                f"move {vip} to {self.ident.eni_id}",
+                NetworkInterfaceId=self.ident.eni_id,
+                PrivateIpAddresses=[vip],
                 AllowReassignment=True,
             )
             await self.tag_if_fencing([self.ident.eni_id], deadline, epoch)
@@ -265,8 +277,11 @@ class SecondaryIpMode(Mode):
         vip = str(self.vip)
         try:
             await self.api.call(
-                "UnassignPrivateIpAddresses", deadline, f"remove stale {vip} from {other}",
-                NetworkInterfaceId=other, PrivateIpAddresses=[vip],
+                "UnassignPrivateIpAddresses",
+                deadline,
+                f"remove stale {vip} from {other}",
+                NetworkInterfaceId=other,
+                PrivateIpAddresses=[vip],
             )
         except AwsError as exc:
             cause = exc.__cause__ or exc
@@ -286,9 +301,16 @@ class EipMode(Mode):
     name = "eip"
     resource_kind = "elastic-ip"
 
-    def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence,
-                 allocation_id: str | None, public_ip: IPv4Address | None,
-                 private_ip: IPv4Address | None) -> None:
+    def __init__(
+        self,
+        api: Ec2Api,
+        ident: Identity,
+        vip: IPv4Address,
+        fence: Fence,
+        allocation_id: str | None,
+        public_ip: IPv4Address | None,
+        private_ip: IPv4Address | None,
+    ) -> None:
         super().__init__(api, ident, vip, fence)
         self.allocation_id = allocation_id
         self.public_ip = public_ip
@@ -306,7 +328,9 @@ class EipMode(Mode):
             # allow configuring the EIP by its address (the VIP itself by default)
             public = str(self.public_ip or self.vip)
             resp = await self.api.call(
-                "DescribeAddresses", deadline, f"find the allocation of {public}",
+                "DescribeAddresses",
+                deadline,
+                f"find the allocation of {public}",
                 PublicIps=[public],
             )
             found = [a for a in resp.get("Addresses", []) if a.get("AllocationId")]
@@ -316,7 +340,9 @@ class EipMode(Mode):
                 )
             self.allocation_id = str(found[0]["AllocationId"])
         resp = await self.api.call(
-            "DescribeAddresses", deadline, "check allocation_id",
+            "DescribeAddresses",
+            deadline,
+            "check allocation_id",
             AllocationIds=[self.allocation_id],
         )
         if not resp.get("Addresses"):
@@ -331,7 +357,9 @@ class EipMode(Mode):
     async def observe(self, deadline: float) -> dict[str, Any]:
         assert self.allocation_id is not None
         resp = await self.api.call(
-            "DescribeAddresses", deadline, "read the EIP association",
+            "DescribeAddresses",
+            deadline,
+            "read the EIP association",
             AllocationIds=[self.allocation_id],
         )
         addresses: list[dict[str, Any]] = resp.get("Addresses", [])
@@ -371,9 +399,13 @@ class EipMode(Mode):
             # explicit AllowReassociation: the default differs between AWS and emulators,
             # and without it a dead master's association can never be taken over
             await self.api.call(
-                "AssociateAddress", deadline, f"map {self.allocation_id} to {self.ident.eni_id}",
-                AllocationId=self.allocation_id, NetworkInterfaceId=self.ident.eni_id,
-                PrivateIpAddress=self.target_private_ip, AllowReassociation=True,
+                "AssociateAddress",
+                deadline,
+                f"map {self.allocation_id} to {self.ident.eni_id}",
+                AllocationId=self.allocation_id,
+                NetworkInterfaceId=self.ident.eni_id,
+                PrivateIpAddress=self.target_private_ip,
+                AllowReassociation=True,
             )
             await self.tag_if_fencing([self.allocation_id], deadline, epoch)
         elif plan.step == "tag":
@@ -385,8 +417,14 @@ class RouteMode(Mode):
     name = "route"
     resource_kind = "route-table"
 
-    def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence,
-                 route_table_ids: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        api: Ec2Api,
+        ident: Identity,
+        vip: IPv4Address,
+        fence: Fence,
+        route_table_ids: tuple[str, ...],
+    ) -> None:
         super().__init__(api, ident, vip, fence)
         self.tables = route_table_ids
 
@@ -397,7 +435,9 @@ class RouteMode(Mode):
     async def validate(self, deadline: float) -> list[str]:
         warnings: list[str] = []
         resp = await self.api.call(
-            "DescribeRouteTables", deadline, "check route_table_ids",
+            "DescribeRouteTables",
+            deadline,
+            "check route_table_ids",
             RouteTableIds=list(self.tables),
         )
         tables = resp.get("RouteTables", [])
@@ -433,7 +473,9 @@ class RouteMode(Mode):
 
     async def observe(self, deadline: float) -> dict[str, dict[str, Any]]:
         resp = await self.api.call(
-            "DescribeRouteTables", deadline, "read the VIP routes",
+            "DescribeRouteTables",
+            deadline,
+            "read the VIP routes",
             RouteTableIds=list(self.tables),
         )
         return {str(t.get("RouteTableId")): t for t in resp.get("RouteTables", [])}
@@ -449,8 +491,11 @@ class RouteMode(Mode):
             if table is None:
                 raise AwsConfigError(f"route: route table {table_id} disappeared")
             route = next(
-                (r for r in table.get("Routes", [])
-                 if r.get("DestinationCidrBlock") == self.destination),
+                (
+                    r
+                    for r in table.get("Routes", [])
+                    if r.get("DestinationCidrBlock") == self.destination
+                ),
                 None,
             )
             target = route.get("NetworkInterfaceId") if route else None
@@ -494,8 +539,9 @@ class RouteMode(Mode):
             "DestinationCidrBlock": self.destination,
             "NetworkInterfaceId": self.ident.eni_id,
         }
-        first, second = ("ReplaceRoute", "CreateRoute") if present else ("CreateRoute",
-                                                                          "ReplaceRoute")
+        first, second = (
+            ("ReplaceRoute", "CreateRoute") if present else ("CreateRoute", "ReplaceRoute")
+        )
         try:
             await self.api.call(first, deadline, f"{table_id} {self.destination}", **params)
         except AwsError as exc:

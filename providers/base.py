@@ -81,6 +81,10 @@ class Provider:
     async def down(self, ctx: VipContext) -> None:
         """Release the VIP on this node. Must be idempotent."""
 
+    def announce(self) -> None:
+        """Providers with `announces = True`: send a gratuitous ARP now (a worse master
+        was heard, or ucarp's delayed GARP is due). Must not block."""
+
     async def bow_out(self, ctx: VipContext) -> None:
         """Graceful exit of a MASTER, right after the bow-out advert and before the
         successor is heard: give up what the successor needs in order to claim (a lease),

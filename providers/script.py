@@ -75,8 +75,13 @@ class ScriptProvider(Provider):
         )
         start = time.monotonic()
         try:
+            # ucarp uses execl(): no PATH search, a bare name is relative to the cwd
+            executable = script if "/" in script else os.path.join(".", script)
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+                *argv,
+                executable=executable,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as exc:
             msg = f"Unable to exec {' '.join(argv)}: {exc.strerror}"

@@ -24,6 +24,10 @@ from sidecar.log import event, setup
 EXIT_CONFIG = 2
 
 
+class StartupError(RuntimeError):
+    """The environment refused something the config asked for (port in use...)."""
+
+
 def package_version() -> str:
     try:
         return version("vip-sidecar")
@@ -360,7 +364,12 @@ def run(config: Config, providers: dict[str, Any]) -> int:
         if config.http or config.status_socket:
             from sidecar.http import start_server
 
-            server = await start_server(runtime, config.http, config.status_socket)
+            try:
+                server = await start_server(runtime, config.http, config.status_socket)
+            except (OSError, ValueError, OverflowError) as exc:
+                raise StartupError(
+                    f"http: cannot serve on {config.http or ''} {config.status_socket or ''}: {exc}"
+                ) from None
         try:
             await runtime.run()
         finally:
@@ -370,8 +379,9 @@ def run(config: Config, providers: dict[str, Any]) -> int:
 
     try:
         return asyncio.run(main_async())
-    except TransportError as exc:
+    except (TransportError, StartupError) as exc:
         event(logging.ERROR, str(exc), event="fatal")
+        print(f"vip-sidecar: {exc}", file=sys.stderr)
         return 2
 
 

@@ -107,6 +107,17 @@ _int_range = parsing.integer
 _float_pos = parsing.number(0.0, None, unit="seconds", lo_open=True)
 
 
+def _http_address(value: Any) -> str:
+    """HOST:PORT (IPv4, [IPv6] or a name) or unix:/path."""
+    text = str(value).strip()
+    if text.startswith("unix:/") or text.startswith("/"):
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+        raise ValueError(f"must be HOST:PORT (port 1..65535) or unix:/path, got {value!r}")
+    return text
+
+
 def _ipv4_nonzero(value: Any) -> IPv4Address:
     ip = _ipv4(value)
     if int(ip) == 0:
@@ -238,7 +249,7 @@ GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "facility": _choice(tuple(SYSLOG_FACILITIES)),
     "debug": _bool,
     "log_format": _choice(LOG_FORMATS),
-    "http": _text,
+    "http": _http_address,
     "status_socket": _text,
     "shutdown_timeout": _float_pos,
     "provider_hold_s": _float_pos,
@@ -382,7 +393,12 @@ def build_config(
     common: dict[str, Any] = {}
     env_fields = load_env(env or {})
     for where, layer in (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {})):
-        common.update(_parse_fields(layer, where, all_fields))
+        parsed = _parse_fields(layer, where, all_fields)
+        if "pass" in parsed or "passfile" in parsed:
+            # the password source a higher layer names replaces the lower one entirely
+            common.pop("pass", None)
+            common.pop("passfile", None)
+        common.update(parsed)
     globals_ = {k: common.pop(k) for k in list(common) if k in GLOBAL_FIELDS}
     warnings: list[str] = []
     if raw_vips is None:

@@ -66,9 +66,11 @@ class SendGarp:
 
 @dataclass(frozen=True, slots=True)
 class RequestPromotion:
-    """The election wants MASTER; call confirm_promotion() or refuse_promotion()."""
+    """The election wants MASTER; answer with confirm_promotion(ticket) or
+    refuse_promotion(ticket, hold). A ticket from an earlier request is ignored."""
 
     reason: Reason
+    ticket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class Election:
         self.carrier_up = True
         self.maintenance = False
         self.pending: Reason | None = None
+        self._ticket = 0  # generation of the current promotion request
         self._advert_at: float | None = None
         self._dead_at: float | None = None
         self._delayed_garp = 0
@@ -141,7 +144,12 @@ class Election:
         return (p.advbase * p.deadratio * US + (self.advskew * US) // 256) / US
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self._advert_at, self._dead_at) if t is not None]
+        # each timer only means something in its own state (a stale one must not spin)
+        times = [
+            t
+            for t, state in ((self._advert_at, State.MASTER), (self._dead_at, State.BACKUP))
+            if t is not None and self.state is state
+        ]
         return min(times) if times else None
 
     # -- inputs -----------------------------------------------------------------------
@@ -199,20 +207,24 @@ class Election:
                     actions.append(SendGarp(delayed=True))
         return actions
 
-    def confirm_promotion(self) -> list[Action]:
-        if self.pending is None or self.state is not State.BACKUP or self.stopped:
+    def confirm_promotion(self, ticket: int | None = None) -> list[Action]:
+        if not self._answers_current(ticket) or self.state is not State.BACKUP or self.stopped:
             return []
         reason, self.pending = self.pending, None
+        assert reason is not None
         return self._become_master(reason)
 
-    def refuse_promotion(self, hold_s: float) -> list[Action]:
+    def refuse_promotion(self, hold_s: float, ticket: int | None = None) -> list[Action]:
         """A provider vetoed: stay BACKUP and do not ask again before the hold expires."""
-        if self.pending is None:
+        if not self._answers_current(ticket):
             return []
         self.pending = None
         self.hold_until = max(self.hold_until, self._clock() + hold_s)
         self._arm_dead_timer()
         return []
+
+    def _answers_current(self, ticket: int | None) -> bool:
+        return self.pending is not None and (ticket is None or ticket == self._ticket)
 
     def step_down(self, reason: Reason, hold_s: float) -> list[Action]:
         """Leave MASTER now (provider failure, SIGUSR2, operator) and tell peers with a
@@ -284,7 +296,12 @@ class Election:
         return SendAdvert(self.params.advbase, self.advskew)
 
     def _arm_dead_timer(self) -> None:
-        if self.stopped or not self.carrier_up or self.maintenance:
+        if (
+            self.stopped
+            or not self.carrier_up
+            or self.maintenance
+            or self.state is not State.BACKUP
+        ):
             self._dead_at = None
             return
         self._dead_at = max(self._clock() + self.dead_interval_s(), self.hold_until)
@@ -301,8 +318,9 @@ class Election:
             if self.pending is not None:
                 return []
             self.pending = reason
+            self._ticket += 1
             self._dead_at = None
-            return [RequestPromotion(reason)]
+            return [RequestPromotion(reason, self._ticket)]
         return self._become_master(reason)
 
     def _become_master(self, reason: Reason) -> list[Action]:

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from sidecar import parsing
+
 if TYPE_CHECKING:
     from sidecar.instance import VipInstance
     from sidecar.runtime import Runtime
@@ -60,9 +62,9 @@ async def demote(request: web.Request) -> web.Response:
     if isinstance(targets, web.Response):
         return targets
     try:
-        hold = float(request.query.get("hold", "10"))
-    except ValueError:
-        return web.Response(status=400, text="hold: must be a number of seconds\n")
+        hold = parsing.number(0.0, 86400.0, unit="seconds")(request.query.get("hold", "10"))
+    except ValueError as exc:
+        return web.Response(status=400, text=f"hold: {exc}\n")
     done = {i.cfg.name: i.operator_demote(hold) for i in targets}
     return web.json_response({"demoted": done, "hold_s": hold})
 

@@ -9,6 +9,7 @@ provider never delays an advertisement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -130,10 +131,12 @@ class VipInstance:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._warn = RateLimitedWarnings()
         self._next_check: dict[str, float] = {}
         self._stopping = False
+        self._garp_after_up = False
+        self._veto_task: asyncio.Future[Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,32 +146,39 @@ class VipInstance:
         self._spawn(self._worker())
         self.apply(self.election.start())
 
-    async def stop(self, wait_for_new_master_s: float, timeout_s: float) -> None:
+    async def stop(self, wait_for_new_master_s: float, deadline: float) -> None:
         """Graceful exit: bow out, wait (bounded) until a new master advertises, then run
-        the down actions (make-before-break), then close providers."""
+        the down actions (make-before-break), then close providers. Every phase shares
+        one deadline, so the whole exit fits in shutdown_timeout."""
         self._stopping = True
         was_master = self.election.state is State.MASTER
+
+        def left(cap: float = float("inf")) -> float:
+            return max(0.0, min(cap, deadline - self.clock()))
+
         bow_out: asyncio.Future[Any] | None = None
         if was_master:
             # release fences (a lease) just before the bow-out advert, so the successor
             # can claim the moment it hears it; we keep serving until it advertises
             bow_out = asyncio.ensure_future(self.pipeline.bow_out(self.ctx))
-            await asyncio.wait({bow_out}, timeout=min(1.0, self.election.interval_s()))
+            await asyncio.wait({bow_out}, timeout=left(min(1.0, self.election.interval_s())))
         started = self.clock()
         self.apply(self.election.shutdown())
         if bow_out is not None:
-            deadline = started + wait_for_new_master_s
+            until = started + left(wait_for_new_master_s)
             resent = False
-            while self.last_valid_advert <= started and self.clock() < deadline:
+            while self.last_valid_advert <= started and self.clock() < until:
                 if not resent and self.clock() >= started + self.election.interval_s():
                     self.send_advert(carp.BOW_OUT, carp.BOW_OUT)  # the first may be lost
                     resent = True
                 await asyncio.sleep(0.005)
-            await bow_out
+            await asyncio.wait({bow_out}, timeout=left())
+            if not bow_out.done():
+                bow_out.cancel()
         self.desired = State.BACKUP
         self._wake.set()
         try:
-            await asyncio.wait_for(self._wait_settled(), timeout=timeout_s)
+            await asyncio.wait_for(self._wait_settled(), timeout=left())
         except TimeoutError:
             event(
                 logging.ERROR,
@@ -180,7 +190,8 @@ class VipInstance:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pipeline.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pipeline.close(), timeout=max(0.5, left()))
 
     async def _wait_settled(self) -> None:
         while self.applied != self.desired or not self._idle.is_set():
@@ -188,33 +199,47 @@ class VipInstance:
 
     # -- actions ---------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendAdvert):
-                self.send_advert(action.advbase, action.advskew)
-            elif isinstance(action, Transition):
-                self._on_transition(action)
-            elif isinstance(action, SendGarp):
-                self.send_garp()
-            elif isinstance(action, RequestPromotion):
-                self._on_promotion_request(action.reason)
-            elif isinstance(action, Reassert):
-                self._on_reassert(action.peer)
-        self._reschedule()
+        try:
+            for action in actions:
+                if isinstance(action, SendAdvert):
+                    self.send_advert(action.advbase, action.advskew)
+                elif isinstance(action, Transition):
+                    self._on_transition(action)
+                elif isinstance(action, SendGarp):
+                    self.send_garp()
+                elif isinstance(action, RequestPromotion):
+                    self._on_promotion_request(action.reason, action.ticket)
+                elif isinstance(action, Reassert):
+                    self._on_reassert(action.peer)
+        finally:
+            # whatever happened above, the advert and dead timers must keep running
+            self._reschedule()
 
     def send_advert(self, advbase: int, advskew: int) -> None:
         counter = self.counter.next()
         payload = carp.encode_carp(
             self.cfg.vhid, advbase, advskew, counter, self.auth.digest(counter)
         )
-        try:
-            if self.cfg.peers:
-                for peer in self.cfg.peers:
-                    packet = carp.encode_ip(payload, self.cfg.srcip, peer, secrets.randbits(16))
+        errors: list[OSError] = []
+        if self.cfg.peers:
+            # one unreachable peer must not silence the adverts to the others
+            for peer in self.cfg.peers:
+                packet = carp.encode_ip(payload, self.cfg.srcip, peer, secrets.randbits(16))
+                try:
                     self.transport.send_unicast(packet, peer)
-            else:
-                packet = carp.encode_ip(
-                    payload, self.cfg.srcip, self.cfg.mcast, secrets.randbits(16)
-                )
+                except OSError as exc:
+                    errors.append(exc)
+                    self._warn.warn(
+                        f"write/{peer}",
+                        f"write() to peer {peer} has failed: {exc.strerror or exc}",
+                        vip=self.cfg.name,
+                        event="send_error",
+                        peer=str(peer),
+                    )
+            failed = len(errors) == len(self.cfg.peers)
+        else:
+            packet = carp.encode_ip(payload, self.cfg.srcip, self.cfg.mcast, secrets.randbits(16))
+            try:
                 self.transport.send_multicast(
                     packet,
                     self.cfg.vhid,
@@ -222,22 +247,35 @@ class VipInstance:
                     broadcast=self.cfg.nomcast,
                     real_mac=self.cfg.real_mac,
                 )
-        except OSError as exc:
-            self.stats.send_errors += 1
-            self.election.send_result(False)
-            self._warn.warn(
-                "write",
-                f"write() has failed: {exc.strerror or exc}",
-                vip=self.cfg.name,
-                event="send_error",
-            )
+            except OSError as exc:
+                errors.append(exc)
+                self._warn.warn(
+                    "write",
+                    f"write() has failed: {exc.strerror or exc}",
+                    vip=self.cfg.name,
+                    event="send_error",
+                )
+            failed = bool(errors)
+        self.stats.send_errors += len(errors)
+        self.election.send_result(not failed)
+        if failed:
             return
-        self.election.send_result(True)
         self.stats.adverts_sent += 1
         self.last_advert_sent = self.clock()
 
     def send_garp(self) -> None:
-        if not self.cfg.garp or self.pipeline.announces:
+        """ucarp's GARP schedule. Like ucarp, the first one follows the up actions (an up
+        script adds the address): before that it is only remembered. When a provider owns
+        the address it also owns the announcement (alias GARPs after adding it)."""
+        if not self.cfg.garp:
+            return
+        if self.applied is not State.MASTER:
+            self._garp_after_up = True
+            return
+        if self.pipeline.announces:
+            for p in self.pipeline.providers:
+                if p.announces:
+                    p.announce()
             return
         try:
             self.transport.send_frame(carp.encode_garp(self.transport.mac, self.cfg.addr))
@@ -369,14 +407,21 @@ class VipInstance:
         if not self._stopping:  # on shutdown, stop() runs the down actions make-before-break
             self._wake.set()
 
-    def _on_promotion_request(self, reason: Reason) -> None:
+    def _on_promotion_request(self, reason: Reason, ticket: int) -> None:
         self.timeline = FailoverTimeline(reason.value, detected=self.clock())
-        self._spawn(self._decide_promotion())
+        if not self.pipeline.can_veto:
+            self.apply(self.election.confirm_promotion(ticket))
+            return
+        if self._veto_task is not None and not self._veto_task.done():
+            self._veto_task.cancel()  # its answer would be for a void request anyway
+        self._veto_task = self._spawn(self._decide_promotion(ticket))
 
-    async def _decide_promotion(self) -> None:
+    async def _decide_promotion(self, ticket: int) -> None:
         refusal = await self.pipeline.pre_master(self.ctx)
+        if self.election.pending is None:
+            return  # a live master was heard meanwhile: nothing to answer
         if refusal is None:
-            self.apply(self.election.confirm_promotion())
+            self.apply(self.election.confirm_promotion(ticket))
             return
         self.stats.vetoes += 1
         hold = self._register_failure(f"promotion vetoed by {refusal}")
@@ -388,7 +433,7 @@ class VipInstance:
             refusal=refusal,
             hold_s=hold,
         )
-        self.apply(self.election.refuse_promotion(hold))
+        self.apply(self.election.refuse_promotion(hold, ticket))
 
     def _on_reassert(self, peer: IPv4Address) -> None:
         # a worse master is advertising (partition healed, or a stale peer): re-verify now
@@ -418,6 +463,10 @@ class VipInstance:
                 return
             self.applied = State.MASTER
             self.ready = True  # a provider that failed init() at start has recovered
+            if self._garp_after_up:
+                self._garp_after_up = False
+                if not self.pipeline.announces:
+                    self.send_garp()
             if self.timeline is not None:
                 self.timeline.completed = self.clock()
                 self.stats.observe_phase(
@@ -464,7 +513,7 @@ class VipInstance:
     def housekeeping(self) -> None:
         """Called about once a second: demotion decay, init retries, provider checks."""
         now = self.clock()
-        if not self.ready and now >= self._next_init_retry and not self._lock.locked():
+        if not self.ready and now >= self._next_init_retry:
             self._next_init_retry = now + INIT_RETRY_S
             self._spawn(self._retry_init())
         if (
@@ -489,13 +538,11 @@ class VipInstance:
                 self._spawn(self._run_checks(due))
 
     async def _retry_init(self) -> None:
-        """/readyz must recover once IMDS or the apiserver comes back."""
-        async with self._lock:
-            if not self.ready and not await self.pipeline.init():
-                self.ready = True
-                event(
-                    logging.INFO, "providers initialised (ready)", vip=self.cfg.name, event="ready"
-                )
+        """/readyz must recover once IMDS or the apiserver comes back. Not under the
+        worker lock: a promotion must never wait behind a slow init retry."""
+        if not self.ready and not await self.pipeline.init():
+            self.ready = True
+            event(logging.INFO, "providers initialised (ready)", vip=self.cfg.name, event="ready")
 
     async def _run_checks(self, due: list[Provider]) -> None:
         async with self._lock:
@@ -510,8 +557,8 @@ class VipInstance:
                     self._observe_provider(
                         p.name, ProviderResult("check", False, 0.0, time.time(), error)
                     )
-                    self.applied = State.BACKUP
-                    await self.pipeline.down(self.ctx)
+                    # bow out first so the peer takes over now; the worker then runs the
+                    # down actions once this lock is released (applied is still MASTER)
                     self._on_provider_failure(Failure(p.name, "check", error))
                     return
                 if repaired:
@@ -531,12 +578,13 @@ class VipInstance:
             self.timeline.providers_done[name] = done
             self.stats.observe_phase(f"provider:{name}", done - self.timeline.detected)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             event(

@@ -7,6 +7,7 @@ prefix the field name, so an operator always gets "<field>: must be ..., got ...
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from ipaddress import AddressValueError, IPv4Address
 from typing import Any, TypeVar
@@ -81,6 +82,8 @@ def number(lo: float, hi: float | None, *, unit: str = "", lo_open: bool = False
             f = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"must be {what} {bounds}, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ValueError(f"must be {what} {bounds}, got {value!r}")
         too_low = f <= lo if lo_open else f < lo
         if too_low or (hi is not None and f > hi):
             raise ValueError(f"must be {what} {bounds}, got {value!r}")

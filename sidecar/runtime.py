@@ -18,7 +18,7 @@ from sidecar.config import Config
 from sidecar.election import Reason, State
 from sidecar.instance import VipInstance
 from sidecar.log import RateLimitedWarnings, event
-from sidecar.transport import InterfaceTransport
+from sidecar.transport import InterfaceTransport, TransportError
 
 HOUSEKEEPING_S = 1.0
 MIN_TICK_S = 0.1
@@ -101,7 +101,15 @@ class Runtime:
         self._housekeeper = asyncio.ensure_future(self._housekeeping())
 
     def request_stop(self, why: str = "request") -> None:
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            # an operator insisting (second Ctrl-C / TERM): leave now, skipping the rest
+            event(
+                logging.ERROR,
+                f"second {why}: exiting at once, down actions skipped",
+                event="forced_exit",
+            )
+            os._exit(1)
+        else:
             event(
                 logging.WARNING,
                 f"{why} received: shutting down gracefully",
@@ -113,9 +121,11 @@ class Runtime:
 
     async def shutdown(self) -> None:
         timeout = self.config.shutdown_timeout
+        # leave a little of the budget for closing sockets and the HTTP server
+        deadline = asyncio.get_running_loop().time() + max(0.0, timeout - 0.25)
         waits = [min(timeout / 2, 3 * inst.election.interval_s()) for inst in self.instances]
         await asyncio.gather(
-            *(inst.stop(wait, timeout) for inst, wait in zip(self.instances, waits, strict=True))
+            *(inst.stop(wait, deadline) for inst, wait in zip(self.instances, waits, strict=True))
         )
         if self._housekeeper is not None:
             self._housekeeper.cancel()
@@ -130,7 +140,17 @@ class Runtime:
 
     # -- receive ---------------------------------------------------------------------
     def _on_readable(self, transport: InterfaceTransport) -> None:
-        for received in transport.receive():
+        try:
+            batch = transport.receive()
+        except OSError as exc:  # e.g. ENETDOWN when the link is set admin-down
+            self._warn.warn(
+                f"recv/{transport.ifname}",
+                f"receive on {transport.ifname} failed: {exc.strerror or exc}",
+                interface=transport.ifname,
+                event="recv_error",
+            )
+            return
+        for received in batch:
             if received.incoming:
                 self.dispatch(transport.ifname, received.data)
 
@@ -220,7 +240,7 @@ class Runtime:
 
     def _check_carrier(self, ifname: str) -> None:
         state = netif.link_state(ifname)
-        up = state.carrier
+        up = state.carrier and self._transport_current(ifname)
         if self._carrier.get(ifname, True) != up:
             level = logging.INFO if up else logging.ERROR
             what = (
@@ -235,6 +255,48 @@ class Runtime:
         for inst in self.instances:
             if inst.cfg.interface == ifname and not inst.cfg.ignoreifstate:
                 inst.apply(inst.election.set_carrier(up))
+
+    def _transport_current(self, ifname: str) -> bool:
+        """Sockets are bound to an ifindex: when the interface is deleted and created
+        again under the same name (CNI, bond or VLAN rebuilt) they hear and send nothing
+        any more, and a deaf node would claim the VIP. Reopen them on the new interface;
+        until that works the link counts as down."""
+        transport = self.transports[ifname]
+        old_index = getattr(transport, "ifindex", None)
+        try:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            return False
+        if old_index is None or index == old_index:
+            return True
+        loop = asyncio.get_running_loop()
+        try:
+            fresh = self._transport_factory(ifname)
+            for inst in self.instances:
+                if inst.cfg.interface == ifname and not inst.cfg.peers and not inst.cfg.nomcast:
+                    fresh.join(inst.cfg.mcast)
+        except (OSError, TransportError) as exc:
+            self._warn.warn(
+                f"reopen/{ifname}",
+                f"interface {ifname} was re-created; reopening its sockets failed: {exc}",
+                interface=ifname,
+                event="transport_error",
+            )
+            return False
+        event(
+            logging.WARNING,
+            f"interface {ifname} was re-created (index {old_index} -> {index}): sockets reopened",
+            interface=ifname,
+            event="transport_reopened",
+        )
+        loop.remove_reader(transport.fileno())
+        transport.close()
+        self.transports[ifname] = fresh
+        loop.add_reader(fresh.fileno(), self._on_readable, fresh)
+        for inst in self.instances:
+            if inst.cfg.interface == ifname:
+                inst.transport = fresh
+        return True
 
     # -- views -----------------------------------------------------------------------
     def healthy(self, now: float | None = None) -> tuple[bool, str]:

@@ -83,6 +83,8 @@ class InterfaceTransport:
             raise TransportError(
                 f"interface {ifname}: raw sockets need CAP_NET_RAW (run as root or grant it)"
             ) from None
+        except OSError as exc:
+            raise TransportError(f"interface {ifname}: {exc.strerror or exc}") from None
         self._memberships: dict[IPv4Address, socket.socket] = {}
 
     def fileno(self) -> int:

@@ -298,14 +298,21 @@ class Topology:
         ns = f"vn{self.tag}h{i}"
         sh("ip", "netns", "add", ns)
         self._namespaces.append(ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        host = Host(ns, ip or f"10.{self.net}.0.{i}", ifname, f"02:00:00:{self.net:02x}:00:{i:02x}")
+        self.hosts.append(host)
+        self._plug(host, i)
+        return host
+
+    def _plug(self, host: Host, i: int) -> None:
         port = f"p{i}"
         sh(
             "ip",
             "link",
             "add",
-            ifname,
+            host.ifname,
             "netns",
-            ns,
+            host.ns,
             "type",
             "veth",
             "peer",
@@ -316,15 +323,16 @@ class Topology:
         )
         self.hub_run("ip", "link", "set", port, "master", "br0")
         self.hub_run("ip", "link", "set", port, "up")
-        mac = f"02:00:00:{self.net:02x}:00:{i:02x}"
-        ip = ip or f"10.{self.net}.0.{i}"
-        sh("ip", "link", "set", "lo", "up", ns=ns)
-        sh("ip", "link", "set", ifname, "address", mac, ns=ns)
-        sh("ip", "link", "set", ifname, "up", ns=ns)
-        sh("ip", "addr", "add", f"{ip}/24", "dev", ifname, ns=ns)
-        host = Host(ns, ip, ifname, mac)
-        self.hosts.append(host)
-        return host
+        sh("ip", "link", "set", host.ifname, "address", host.mac, ns=host.ns)
+        sh("ip", "link", "set", host.ifname, "up", ns=host.ns)
+        sh("ip", "addr", "add", f"{host.ip}/24", "dev", host.ifname, ns=host.ns)
+
+    def recreate_link(self, host: Host, gap_s: float = 0.0) -> None:
+        """Delete the host's interface and create it again under the same name (what a
+        CNI or a rebuilt bond does): same name, MAC and IP, a new ifindex."""
+        host.run("ip", "link", "del", host.ifname)
+        time.sleep(gap_s)
+        self._plug(host, self.hosts.index(host) + 1)
 
     def attach_root(self) -> str:
         """Give the test process itself a leg on the bridge (10.<net>.0.254) so servers

@@ -259,3 +259,23 @@ def test_sigusr2_demotes_master_and_peer_takes_over(make_topo):
     wait_for(lambda: b.became("MASTER", after=t0), 1, what="takeover after USR2")
     time.sleep(4)  # the hold-down expired, but b advertises: a stays backup
     assert a.state() == "BACKUP" and b.state() == "MASTER"
+
+
+def test_recreated_interface_is_reopened_and_the_node_does_not_claim_deaf(make_topo):
+    topo = make_topo(2)
+    h1, h2 = topo.hosts
+    master = topo.sidecar(h2, *base(topo, "-k", "0"))
+    wait_for(lambda: master.state() == "MASTER", 6, what="h2 MASTER")
+    node = topo.sidecar(h1, *base(topo, "-k", "50"))
+    wait_for(lambda: node.state() == "BACKUP", 5, what="h1 BACKUP")
+    time.sleep(1)
+    topo.recreate_link(h1, gap_s=1.5)
+    wait_for(lambda: any(e.get("event") == "transport_reopened" for e in node.events()), 5,
+             what="sockets reopened")
+    heard = node.vip()["counters"]["adverts_received"]
+    time.sleep(5)  # beyond h1's dead interval: it must still hear h2 and stay BACKUP
+    assert node.state() == "BACKUP" and node.became("MASTER") is None
+    assert node.vip()["counters"]["adverts_received"] >= heard + 3
+    # and it still speaks: when h2 dies, h1 takes over through the new interface
+    master.signal(signal.SIGKILL)
+    wait_for(lambda: node.state() == "MASTER", 6, what="takeover on the new interface")

@@ -207,3 +207,31 @@ def test_rc_conf_defaults_errors_and_flags():
         parse_rc_conf("ucarp_if=em0\nucarp_addr=10.0.0.9\n")
     with pytest.raises(ConfigError, match=r"unknown ucarp rc\.conf variable"):
         parse_rc_conf("ucarp_if=em0\nucarp_src=1.1.1.1\nucarp_addr=1.1.1.2\nucarp_bogus=1\n")
+
+
+def test_cli_password_replaces_a_passfile_from_lower_layers(tmp_path):
+    pf = tmp_path / "pw"
+    pf.write_text("filepw\n")
+    data = {k: v for k, v in BASE.items() if k != "pass"}
+    cfg = build_config({**data, "passfile": str(pf)}, {}, {"pass": "clipw"})
+    assert cfg.vips[0].password == b"clipw"
+    cfg = build_config({**data, "pass": "filepass"}, {"VIP_SIDECAR_PASSFILE": str(pf)}, {})
+    assert cfg.vips[0].password == b"filepw"
+
+
+@pytest.mark.parametrize("value", ["foo", "127.0.0.1:99999", ":80", "host:"])
+def test_http_address_validated(value):
+    with pytest.raises(ConfigError, match="http: must be HOST:PORT"):
+        build_config(overrides={**BASE, "http": value})
+
+
+def test_http_address_forms_accepted():
+    for value in ("0.0.0.0:9477", "[::]:9477", "node1:80", "unix:/run/vip.sock"):
+        assert build_config(overrides={**BASE, "http": value}).http == value
+
+
+@pytest.mark.parametrize("field", ["script_timeout", "shutdown_timeout"])
+def test_nan_and_infinity_are_not_numbers(field):
+    for value in ("nan", "inf"):
+        with pytest.raises(ConfigError, match=field):
+            build_config(overrides={**BASE, field: value})

@@ -185,7 +185,7 @@ def test_master_ignores_bow_out_of_other_node_except_reassert():
 def test_confirmed_promotion_flow():
     e, clock = started(confirm_promotions=True)
     clock.advance(3)
-    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN)]
+    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN, 1)]
     assert e.state is State.BACKUP
     clock.advance(5)
     assert e.tick() == []  # no second request while one is pending
@@ -204,7 +204,7 @@ def test_refused_promotion_holds_down_then_asks_again():
     assert e.tick() == []  # dead interval passed but hold-down still active
     assert e.next_deadline() == pytest.approx(1000 + 3 + 10)
     clock.now = e.next_deadline()
-    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN)]
+    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN, 2)]
 
 
 def test_pending_promotion_cancelled_when_good_master_heard():
@@ -333,3 +333,27 @@ def test_maintenance_bows_out_and_never_claims_until_off():
     assert e.set_maintenance(False) == []
     clock.advance(3)
     assert transitions(e.tick()) == [Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN)]
+
+
+def test_a_stale_promotion_answer_is_ignored():
+    e, clock = started(confirm_promotions=True)
+    clock.advance(3)
+    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN, 1)]
+    e.on_advert(PEER_HIGHER, 1, 0)  # a master is alive after all: request 1 is void
+    clock.advance(3)
+    assert e.tick() == [RequestPromotion(Reason.MASTER_DOWN, 2)]
+    assert e.confirm_promotion(ticket=1) == []  # the slow answer to request 1
+    assert e.state is State.BACKUP
+    assert e.refuse_promotion(5, ticket=2) == []
+    assert e.state is State.BACKUP and e.pending is None
+
+
+def test_maintenance_off_on_master_does_not_arm_a_stale_dead_timer():
+    e, clock = started()
+    to_master(e, clock)
+    e.set_maintenance(False)
+    deadline = e.next_deadline()
+    assert deadline is not None and deadline > clock.now  # only the advert timer
+    clock.advance(10)
+    assert e.tick() == [SendAdvert(1, 0)]
+    assert e.next_deadline() > clock.now

@@ -78,3 +78,20 @@ def test_unknown_option_rejected():
 
     with pytest.raises(ProviderConfigError, match="unknown options"):
         ScriptProvider(ProviderSpec("script", {"bogus": 1}), v, Config(vips=(v,)))
+
+
+async def test_bare_script_name_is_relative_to_cwd_not_path(tmp_path, monkeypatch):
+    """ucarp execl()s the script: no PATH search."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    out = tmp_path / "which"
+    script(bindir, "up.sh", f"echo path > {out}")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    script(workdir, "up.sh", f"echo cwd > {out}")
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.chdir(workdir)
+    v = vip(upscript="up.sh")
+    prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
+    assert await prov.run("up.sh", VipContext(v, "n")) == 0
+    assert out.read_text().strip() == "cwd"
