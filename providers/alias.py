@@ -14,6 +14,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,28 +94,22 @@ class AliasProvider(Provider):
             self._garp_task = asyncio.ensure_future(self._garps(count=1))
 
     async def present(self) -> bool:
-        from pyroute2 import AsyncIPRoute
+        return str(self.vip.addr) in await _SNAPSHOTS.addresses(self._index())
 
-        async with AsyncIPRoute() as ipr:
-            index = await self._index(ipr)
-            async for msg in await ipr.addr("dump", index=index):
-                if msg.get("IFA_ADDRESS") == str(self.vip.addr):
-                    return True
-        return False
-
-    async def _index(self, ipr: Any) -> int:
-        found = await ipr.link_lookup(ifname=self.interface)
-        if not found:
-            raise RuntimeError(f"interface {self.interface} not found")
-        return int(found[0])
+    def _index(self) -> int:
+        try:
+            return socket.if_nametoindex(self.interface)
+        except OSError:
+            raise RuntimeError(f"interface {self.interface} not found") from None
 
     async def _change(self, command: str) -> bool:
         """Add or delete the address; True if something changed (idempotent)."""
         from pyroute2 import AsyncIPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
+        index = self._index()
+        _SNAPSHOTS.invalidate(index)
         async with AsyncIPRoute() as ipr:
-            index = await self._index(ipr)
             try:
                 await ipr.addr(
                     command, index=index, address=str(self.vip.addr), prefixlen=self.prefix
@@ -139,20 +134,87 @@ class AliasProvider(Provider):
     async def _garps(self, count: int | None = None) -> None:
         _, mac = netif.hardware_address(self.interface)
         frame = carp.encode_garp(mac, self.vip.addr)
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
-            s.bind((self.interface, 0))
-            for i in range(self.garp_count if count is None else count):
-                if i:
-                    await asyncio.sleep(self.garp_interval)
-                try:
-                    s.send(frame)
-                except OSError as exc:
-                    event(
-                        logging.WARNING,
-                        f"gratuitous ARP failed: {exc.strerror}",
-                        vip=self.vip.name,
-                        provider=self.name,
-                    )
+        for i in range(self.garp_count if count is None else count):
+            if i:
+                await asyncio.sleep(self.garp_interval)
+            try:
+                _GARP_SOCKETS.send(self.interface, frame)
+            except OSError as exc:
+                event(
+                    logging.WARNING,
+                    f"gratuitous ARP failed: {exc.strerror}",
+                    vip=self.vip.name,
+                    provider=self.name,
+                )
+
+
+class _AddressSnapshots:
+    """One netlink dump of the IPv4 addresses, shared by every alias provider that asks
+    within MAX_AGE_S: with hundreds of VIPs, one dump per VIP per check made the checks
+    grow with N squared and stalled the advertisements."""
+
+    MAX_AGE_S = 0.5
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[float, frozenset[str]]] = {}
+        self._inflight: asyncio.Future[dict[int, frozenset[str]]] | None = None
+
+    def invalidate(self, index: int) -> None:
+        self._cache.pop(index, None)
+
+    async def addresses(self, index: int) -> frozenset[str]:
+        cached = self._cache.get(index)
+        if cached is not None and time.monotonic() - cached[0] < self.MAX_AGE_S:
+            return cached[1]
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._dump())
+        inflight = self._inflight
+        try:
+            by_index = await asyncio.shield(inflight)
+        finally:
+            if self._inflight is inflight and inflight.done():
+                self._inflight = None
+        now = time.monotonic()
+        for idx, addrs in by_index.items():
+            self._cache[idx] = (now, addrs)
+        return by_index.get(index, frozenset())
+
+    @staticmethod
+    async def _dump() -> dict[int, frozenset[str]]:
+        from pyroute2 import AsyncIPRoute
+
+        found: dict[int, set[str]] = {}
+        async with AsyncIPRoute() as ipr:
+            async for msg in await ipr.addr("dump", family=socket.AF_INET):
+                address = msg.get("IFA_ADDRESS")
+                if address:
+                    found.setdefault(int(msg["index"]), set()).add(address)
+        return {idx: frozenset(addrs) for idx, addrs in found.items()}
+
+
+class _GarpSockets:
+    """One long-lived packet socket per interface: opening and closing one per GARP
+    burst cost milliseconds each on the event loop."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, tuple[int, socket.socket]] = {}
+
+    def send(self, interface: str, frame: bytes) -> None:
+        index = socket.if_nametoindex(interface)
+        entry = self._sockets.get(interface)
+        if entry is None or entry[0] != index:  # first use, or the interface was re-created
+            if entry is not None:
+                entry[1].close()
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sock.bind((interface, 0))
+            sock.setblocking(False)
+            entry = (index, sock)
+            self._sockets[interface] = entry
+        entry[1].send(frame)
+
+
+_SNAPSHOTS = _AddressSnapshots()
+_GARP_SOCKETS = _GarpSockets()
 
 
 def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:

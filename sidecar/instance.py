@@ -136,6 +136,7 @@ class VipInstance:
         self._next_check: dict[str, float] = {}
         self._stopping = False
         self._garp_after_up = False
+        self._checking = False
         self._veto_task: asyncio.Future[Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -528,6 +529,7 @@ class VipInstance:
             and self.applied is State.MASTER
             and self.desired is State.MASTER
             and not self._lock.locked()
+            and not self._checking
         ):
             due = [
                 p
@@ -535,6 +537,11 @@ class VipInstance:
                 if p.reassert_interval is not None and now >= self._next_check.get(p.name, 0)
             ]
             if due:
+                # claim the slot now: a busy loop must not spawn the same check twice
+                for p in due:
+                    assert p.reassert_interval is not None
+                    self._next_check[p.name] = now + _jitter(p.reassert_interval)
+                self._checking = True
                 self._spawn(self._run_checks(due))
 
     async def _retry_init(self) -> None:
@@ -545,11 +552,16 @@ class VipInstance:
             event(logging.INFO, "providers initialised (ready)", vip=self.cfg.name, event="ready")
 
     async def _run_checks(self, due: list[Provider]) -> None:
+        try:
+            await self._run_checks_locked(due)
+        finally:
+            self._checking = False
+
+    async def _run_checks_locked(self, due: list[Provider]) -> None:
         async with self._lock:
             for p in due:
                 if self.desired is not State.MASTER or p.reassert_interval is None:
                     return
-                self._next_check[p.name] = self.clock() + _jitter(p.reassert_interval)
                 try:
                     repaired = await asyncio.wait_for(p.check(self.ctx), timeout=p.timeout)
                 except Exception as exc:  # any failure to hold the VIP means step down

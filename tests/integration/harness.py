@@ -488,7 +488,7 @@ class Topology:
             sh("ip", "netns", "del", ns, check=False)
         if self._net_lock is not None:
             self._net_lock.unlink(missing_ok=True)
-        if not os.environ.get("VIP_SIDECAR_KEEP_TEST_LOGS"):
+        if not os.environ.get("VIPSIDECAR_TEST_KEEP_LOGS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
