@@ -61,147 +61,111 @@ class _AppendPeer(argparse.Action):
         ns.peers = current
 
 
+# ucarp 1.5.2's options, same short and long names: (flags, dest, kind, help).
+# kind: "value" takes an argument, "flag" is a switch, or an argparse Action class.
+UCARP_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
+    (("-i", "--interface"), "interface", "value", "interface to use"),
+    (("-s", "--srcip"), "srcip", "value", "this host's persistent source address"),
+    (("-v", "--vhid"), "vhid", "value", "virtual host id 1..255"),
+    (("-p", "--pass"), "pass", _PassAction, "shared password (1..19 bytes)"),
+    (("-o", "--passfile"), "passfile", _PassAction, "read the password from a file's first line"),
+    (("-P", "--preempt"), "preempt", "flag", "become master as soon as possible"),
+    (("-n", "--neutral"), "neutral", "flag", "don't run the downscript at start-up"),
+    (("-a", "--addr"), "addr", "value", "virtual IPv4 address"),
+    (("-b", "--advbase"), "advbase", "value", "advertisement base, seconds (default 1)"),
+    (("-k", "--advskew"), "advskew", "value", "advertisement skew 0..255 (default 0)"),
+    (("-u", "--upscript"), "upscript", "value", "run when becoming master"),
+    (("-d", "--downscript"), "downscript", "value", "run when becoming backup"),
+    (("-r", "--deadratio"), "deadratio", "value", "ratio for the dead interval (default 3)"),
+    (("-D", "--debug"), "debug", "flag", "debug messages"),
+    (
+        ("-z", "--shutdown"),
+        "shutdown",
+        "flag",
+        "run the down actions at exit (always done; accepted for ucarp)",
+    ),
+    (("-B", "--daemonize"), "daemonize", "flag", "run in the background"),
+    (("-S", "--ignoreifstate"), "ignoreifstate", "flag", "ignore the interface carrier state"),
+    (
+        ("-M", "--nomcast"),
+        "nomcast",
+        "flag",
+        "broadcast adverts (ff:ff:ff:ff:ff:ff) instead of multicast",
+    ),
+    (("-m", "--mcastip", "--mcast"), "mcast", "value", "multicast group (default 224.0.0.18)"),
+    (("-f", "--facility"), "facility", "value", "syslog facility (default daemon; none)"),
+    (("-x", "--xparam"), "xparam", "value", "extra parameter for the scripts"),
+]
+
+EXTENSION_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
+    (("--peer",), "peers", _AppendPeer, "unicast peer address (repeatable; disables multicast)"),
+    (("--disable-garp",), "disable_garp", "flag", "do not send gratuitous ARPs"),
+    (
+        ("--replay-protection",),
+        "replay_protection",
+        "flag",
+        "drop adverts whose counter does not increase",
+    ),
+    (
+        ("--real-mac",),
+        "real_mac",
+        "flag",
+        "send adverts from the NIC MAC instead of 00:00:5e:00:00:<vhid>",
+    ),
+    (
+        ("--script-timeout",),
+        "script_timeout",
+        "value",
+        "seconds before a hanging script is killed (default 30)",
+    ),
+    (
+        ("--provider",),
+        "providers",
+        "append",
+        "provider to run on transitions (alias, aws, kubernetes, script)",
+    ),
+    (("--name",), "name", "value", "VIP name used in logs, metrics and labels"),
+    (("--config",), "config", "value", "YAML/TOML/JSON config file (or VIP_SIDECAR_CONFIG)"),
+    (
+        ("--from-rc-conf",),
+        "rc_conf",
+        "value",
+        "read FreeBSD rc.conf ucarp_* variables from this file",
+    ),
+    (("--log-format",), "log_format", "value", "text (default) or json"),
+    (
+        ("--http",),
+        "http",
+        "value",
+        "serve /healthz /readyz /status /metrics on HOST:PORT or unix:/path",
+    ),
+    (
+        ("--status-socket",),
+        "status_socket",
+        "value",
+        "unix socket for `vip-sidecar status` and `ctl`",
+    ),
+    (
+        ("--shutdown-timeout",),
+        "shutdown_timeout",
+        "value",
+        "seconds allowed for the graceful exit (default 10)",
+    ),
+]
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    S = argparse.SUPPRESS
-    u = p.add_argument_group("ucarp-compatible options")
-    u.add_argument("-i", "--interface", default=S, help="interface to use")
-    u.add_argument("-s", "--srcip", default=S, help="this host's persistent source address")
-    u.add_argument("-v", "--vhid", default=S, help="virtual host id 1..255")
-    u.add_argument(
-        "-p",
-        "--pass",
-        dest="pass",
-        action=_PassAction,
-        default=S,
-        help="shared password (1..19 bytes)",
-    )
-    u.add_argument(
-        "-o",
-        "--passfile",
-        dest="passfile",
-        action=_PassAction,
-        default=S,
-        help="read the password from the first line of a file",
-    )
-    u.add_argument(
-        "-P", "--preempt", action="store_true", default=S, help="become master as soon as possible"
-    )
-    u.add_argument(
-        "-n",
-        "--neutral",
-        action="store_true",
-        default=S,
-        help="don't run the downscript at start-up",
-    )
-    u.add_argument("-a", "--addr", default=S, help="virtual IPv4 address")
-    u.add_argument("-b", "--advbase", default=S, help="advertisement base, seconds (default 1)")
-    u.add_argument("-k", "--advskew", default=S, help="advertisement skew 0..255 (default 0)")
-    u.add_argument("-u", "--upscript", default=S, help="run when becoming master")
-    u.add_argument("-d", "--downscript", default=S, help="run when becoming backup")
-    u.add_argument("-r", "--deadratio", default=S, help="ratio for the dead interval (default 3)")
-    u.add_argument("-D", "--debug", action="store_true", default=S, help="debug messages")
-    u.add_argument(
-        "-z",
-        "--shutdown",
-        action="store_true",
-        default=S,
-        help="run the down actions at exit (always done; accepted for ucarp)",
-    )
-    u.add_argument(
-        "-B", "--daemonize", action="store_true", default=S, help="run in the background"
-    )
-    u.add_argument(
-        "-S",
-        "--ignoreifstate",
-        action="store_true",
-        default=S,
-        help="ignore the interface carrier state",
-    )
-    u.add_argument(
-        "-M",
-        "--nomcast",
-        action="store_true",
-        default=S,
-        help="broadcast adverts (ff:ff:ff:ff:ff:ff) instead of multicast",
-    )
-    u.add_argument(
-        "-m",
-        "--mcastip",
-        "--mcast",
-        dest="mcast",
-        default=S,
-        help="multicast group (default 224.0.0.18)",
-    )
-    u.add_argument("-f", "--facility", default=S, help="syslog facility (default daemon; none)")
-    u.add_argument("-x", "--xparam", default=S, help="extra parameter for the scripts")
-    x = p.add_argument_group("vip-sidecar extensions")
-    x.add_argument(
-        "--peer",
-        dest="peers",
-        action=_AppendPeer,
-        default=S,
-        help="unicast peer address (repeatable; disables multicast)",
-    )
-    x.add_argument(
-        "--disable-garp",
-        dest="disable_garp",
-        action="store_true",
-        default=S,
-        help="do not send gratuitous ARPs",
-    )
-    x.add_argument(
-        "--replay-protection",
-        dest="replay_protection",
-        action="store_true",
-        default=S,
-        help="drop adverts whose counter does not increase",
-    )
-    x.add_argument(
-        "--real-mac",
-        dest="real_mac",
-        action="store_true",
-        default=S,
-        help="send adverts from the NIC MAC instead of 00:00:5e:00:00:<vhid>",
-    )
-    x.add_argument(
-        "--script-timeout",
-        dest="script_timeout",
-        default=S,
-        help="seconds before a hanging script is killed (default 30)",
-    )
-    x.add_argument(
-        "--provider",
-        dest="providers",
-        action="append",
-        default=S,
-        help="provider to run on transitions (alias, aws, kubernetes, script)",
-    )
-    x.add_argument("--name", default=S, help="VIP name used in logs, metrics and labels")
-    x.add_argument("--config", default=S, help="YAML/TOML/JSON config file (or VIP_SIDECAR_CONFIG)")
-    x.add_argument(
-        "--from-rc-conf",
-        dest="rc_conf",
-        default=S,
-        help="read FreeBSD rc.conf ucarp_* variables from this file",
-    )
-    x.add_argument("--log-format", dest="log_format", default=S, choices=cfgmod.LOG_FORMATS)
-    x.add_argument(
-        "--http",
-        default=S,
-        help="serve /healthz /readyz /status /metrics on HOST:PORT or unix:/path",
-    )
-    x.add_argument(
-        "--status-socket",
-        dest="status_socket",
-        default=S,
-        help="unix socket for `vip-sidecar status` (HTTP)",
-    )
-    x.add_argument(
-        "--shutdown-timeout",
-        dest="shutdown_timeout",
-        default=S,
-        help="seconds allowed for the graceful exit (default 10)",
-    )
+    # SUPPRESS: only options actually given override the lower config layers
+    for title, table in (
+        ("ucarp-compatible options", UCARP_OPTIONS),
+        ("vip-sidecar extensions", EXTENSION_OPTIONS),
+    ):
+        group = p.add_argument_group(title)
+        for flags, dest, kind, help_text in table:
+            action: Any = {"value": "store", "flag": "store_true"}.get(kind, kind)
+            group.add_argument(
+                *flags, dest=dest, action=action, default=argparse.SUPPRESS, help=help_text
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -306,51 +306,42 @@ class VipInstance:
 
     def _check(self, pkt: carp.Packet) -> carp.DropReason | None:
         """Spec section 2 checks 8-10 plus our unicast and replay extensions, in order."""
-        cfg = self.cfg
+        cfg, adv = self.cfg, pkt.adv
         if cfg.peers and pkt.src not in cfg.peers:
-            self._warn.warn(
-                "peer",
+            return self._reject(
+                pkt,
+                carp.DropReason.NOT_A_PEER,
                 f"advert from {pkt.src}, which is not a configured peer",
-                vip=cfg.name,
-                event="drop",
-                reason="not_a_peer",
             )
-            return carp.DropReason.NOT_A_PEER
         if pkt.dst != cfg.mcast and not (cfg.peers and pkt.dst == cfg.srcip):
-            return carp.DropReason.WRONG_GROUP
+            return carp.DropReason.WRONG_GROUP  # ucarp: debug only (other groups are normal)
         if carp.internet_checksum(pkt.checked_bytes) != 0:
-            self._warn.warn(
-                "cksum",
-                "Bad IP checksum",
-                vip=cfg.name,
-                event="drop",
-                reason="bad_checksum",
-                src=str(pkt.src),
-            )
-            return carp.DropReason.BAD_CHECKSUM
-        adv = pkt.adv
+            return self._reject(pkt, carp.DropReason.BAD_CHECKSUM, "Bad IP checksum")
         expected = self.auth.digest(adv.counter)
         if expected != adv.digest:
-            self._warn.warn(
-                "digest",
+            return self._reject(
+                pkt,
+                carp.DropReason.BAD_DIGEST,
                 f"Bad digest - md2=[{expected[:4].hex()}...] md=[{adv.digest[:4].hex()}...] - "
                 "Check vhid, password and virtual IP address",
-                vip=cfg.name,
-                event="drop",
-                reason="bad_digest",
-                src=str(pkt.src),
             )
-            return carp.DropReason.BAD_DIGEST
         if self.replay is not None and not self.replay.fresh(pkt.src, adv.counter):
-            self._warn.warn(
-                "replay",
-                f"replayed advert from {pkt.src} (stale counter)",
-                vip=cfg.name,
-                event="drop",
-                reason="replay",
+            return self._reject(
+                pkt, carp.DropReason.REPLAY, f"replayed advert from {pkt.src} (stale counter)"
             )
-            return carp.DropReason.REPLAY
         return None
+
+    def _reject(self, pkt: carp.Packet, reason: carp.DropReason, message: str) -> carp.DropReason:
+        # ucarp warns for every bad packet; a flood of warnings is itself an outage
+        self._warn.warn(
+            reason.value,
+            message,
+            vip=self.cfg.name,
+            event="drop",
+            reason=reason.value,
+            src=str(pkt.src),
+        )
+        return reason
 
     # -- timers ----------------------------------------------------------------------
     def _reschedule(self) -> None:
