@@ -521,6 +521,16 @@ class KubernetesProvider(Provider):
             notes[ANNOTATION_NODE] = self.opts.node_name
         return notes
 
+    def _claim_body(self, record: LeaseRecord | None) -> dict[str, Any]:
+        """The Lease object that makes us the holder (acquire, renew and its dry run)."""
+        return acquired(
+            record,
+            self.opts.identity,
+            now_wall=self._wall(),
+            duration_s=self.opts.lease_duration,
+            annotations=self._annotations(),
+        ).to_object(self.opts.lease_name, self.namespace)
+
     async def _read(self, api: KubeApi) -> LeaseRecord | None:
         obj = await api.get_lease(self.opts.lease_name)
         return LeaseRecord.from_object(obj) if obj is not None else None
@@ -561,14 +571,7 @@ class KubernetesProvider(Provider):
                     raise LeaseRefused(f"lease {self.lease_ref} is {verdict.detail}")
                 await self._sleep(max(0.01, min(POLL_S, verdict.remaining_s, left)))
                 continue
-            new = acquired(
-                record,
-                self.opts.identity,
-                now_wall=self._wall(),
-                duration_s=self.opts.lease_duration,
-                annotations=self._annotations(),
-            )
-            body = new.to_object(self.opts.lease_name, self.namespace)
+            body = self._claim_body(record)
             write_started = self._clock()
             try:
                 if record is None:
@@ -629,13 +632,7 @@ class KubernetesProvider(Provider):
         if not self._held or record is None:
             raise LeaseLost(f"lease {self.lease_ref} is not held by us")
         for attempt in (1, 2):
-            body = acquired(
-                record,
-                self.opts.identity,
-                now_wall=self._wall(),
-                duration_s=self.opts.lease_duration,
-                annotations=self._annotations(),
-            ).to_object(self.opts.lease_name, self.namespace)
+            body = self._claim_body(record)
             try:
                 written = await api.update_lease(self.opts.lease_name, body)
                 break
@@ -934,13 +931,7 @@ class KubernetesProvider(Provider):
                 )
         except KubeApiError as exc:
             lines.append((False, f"get lease: {exc}"))
-        probe_body = acquired(
-            record,
-            self.opts.identity,
-            now_wall=self._wall(),
-            duration_s=self.opts.lease_duration,
-            annotations=self._annotations(),
-        ).to_object(self.opts.lease_name, self.namespace)
+        probe_body = self._claim_body(record)
         if record is None:
             await probe("create lease (dry run)", lambda: api.create_lease(probe_body, True))
         else:
