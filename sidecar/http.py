@@ -36,46 +36,30 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
-def _local_only(request: web.Request) -> web.Response | None:
-    # control changes state: only over the unix socket, whose file mode is the ACL
+def _control_targets(request: web.Request) -> list[VipInstance]:
+    """The VIPs a control request names; control changes state, so it is served over the
+    unix socket only (its file mode is the ACL), never over TCP."""
     if not isinstance(request.transport and request.transport.get_extra_info("sockname"), str):
-        return web.Response(
-            status=403, text="control endpoints answer on the unix status socket only\n"
-        )
-    return None
-
-
-def _targets(request: web.Request) -> list[VipInstance] | web.Response:
+        raise web.HTTPForbidden(text="control endpoints answer on the unix status socket only\n")
     name = request.match_info.get("vip", "")
-    instances = request.app[RUNTIME_KEY].instances
-    chosen = [i for i in instances if name in ("", "all", i.cfg.name)]
+    chosen = [i for i in request.app[RUNTIME_KEY].instances if name in ("", "all", i.cfg.name)]
     if not chosen:
-        return web.Response(status=404, text=f"no VIP named {name!r}\n")
+        raise web.HTTPNotFound(text=f"no VIP named {name!r}\n")
     return chosen
 
 
 async def demote(request: web.Request) -> web.Response:
-    denied = _local_only(request)
-    if denied is not None:
-        return denied
-    targets = _targets(request)
-    if isinstance(targets, web.Response):
-        return targets
+    targets = _control_targets(request)
     try:
         hold = parsing.number(0.0, 86400.0, unit="seconds")(request.query.get("hold", "10"))
     except ValueError as exc:
-        return web.Response(status=400, text=f"hold: {exc}\n")
+        raise web.HTTPBadRequest(text=f"hold: {exc}\n") from None
     done = {i.cfg.name: i.operator_demote(hold) for i in targets}
     return web.json_response({"demoted": done, "hold_s": hold})
 
 
 async def maintenance(request: web.Request) -> web.Response:
-    denied = _local_only(request)
-    if denied is not None:
-        return denied
-    targets = _targets(request)
-    if isinstance(targets, web.Response):
-        return targets
+    targets = _control_targets(request)
     on = request.match_info["switch"] == "on"
     for inst in targets:
         inst.set_maintenance(on)
