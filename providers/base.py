@@ -231,7 +231,7 @@ class Pipeline:
             event(
                 logging.ERROR,
                 f"provider {p.name} {action} failed: {failure.error}",
-                vip=ctx_name(p),
+                vip=p.vip.name,
                 provider=p.name,
                 action=action,
                 error=failure.error,
@@ -239,7 +239,3 @@ class Pipeline:
                 event="provider_failure",
             )
         return failure
-
-
-def ctx_name(p: Provider) -> str:
-    return p.vip.name

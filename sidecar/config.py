@@ -99,12 +99,7 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- parsers
-_bool = parsing.boolean
-_ipv4 = parsing.ipv4
-_choice = parsing.choice
-_text = parsing.text
-_int_range = parsing.integer
-_float_pos = parsing.number(0.0, None, unit="seconds", lo_open=True)
+_seconds = parsing.number(0.0, None, unit="seconds", lo_open=True)
 
 
 def _http_address(value: Any) -> str:
@@ -119,7 +114,7 @@ def _http_address(value: Any) -> str:
 
 
 def _ipv4_nonzero(value: Any) -> IPv4Address:
-    ip = _ipv4(value)
+    ip = parsing.ipv4(value)
     if int(ip) == 0:
         raise ValueError("must not be 0.0.0.0")
     return ip
@@ -133,14 +128,14 @@ def _addr_text(value: Any) -> str:
 
 
 def _multicast(value: Any) -> IPv4Address:
-    ip = _ipv4(value)
+    ip = parsing.ipv4(value)
     if not ip.is_multicast:
         raise ValueError(f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
     return ip
 
 
 def _interface(value: Any) -> str:
-    text = _text(value)
+    text = parsing.text(value)
     if len(text) > 15 or "/" in text or " " in text:
         raise ValueError(
             f"must be a Linux interface name (<= 15 chars, no '/' or spaces), got {text!r}"
@@ -198,7 +193,7 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
             raise ValueError(f"entry {i} must be a name or a mapping with 'name', got {item!r}")
         opts = dict(item)
         name = str(opts.pop("name"))
-        timeout = _float_pos(opts.pop("timeout", 30.0))
+        timeout = _seconds(opts.pop("timeout", 30.0))
         pid = str(opts.pop("id", ""))
         specs.append(ProviderSpec(name=name, options=opts, timeout=timeout, id=pid))
     labels = [s.label for s in specs]
@@ -219,56 +214,52 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
 VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
     "interface": _interface,
     "srcip": _ipv4_nonzero,
-    "vhid": _int_range(1, 255),
+    "vhid": parsing.integer(1, 255),
     "pass": _password,
-    "passfile": _text,
+    "passfile": parsing.text,
     "addr": _addr_text,
-    "name": _text,
-    "advbase": _int_range(0, 255),
-    "advskew": _int_range(0, 255),
-    "deadratio": _int_range(1, None),
-    "preempt": _bool,
-    "neutral": _bool,
+    "name": parsing.text,
+    "advbase": parsing.integer(0, 255),
+    "advskew": parsing.integer(0, 255),
+    "deadratio": parsing.integer(1, None),
+    "preempt": parsing.boolean,
+    "neutral": parsing.boolean,
     "mcast": _multicast,
-    "nomcast": _bool,
+    "nomcast": parsing.boolean,
     "peers": _peers,
-    "upscript": _text,
-    "downscript": _text,
+    "upscript": parsing.text,
+    "downscript": parsing.text,
     "xparam": str,
-    "script_timeout": _float_pos,
-    "ignoreifstate": _bool,
-    "disable_garp": _bool,
-    "replay_protection": _bool,
-    "real_mac": _bool,
+    "script_timeout": _seconds,
+    "ignoreifstate": parsing.boolean,
+    "disable_garp": parsing.boolean,
+    "replay_protection": parsing.boolean,
+    "real_mac": parsing.boolean,
     "providers": _providers,
 }
 
 GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "shutdown": _bool,
-    "daemonize": _bool,
-    "facility": _choice(tuple(SYSLOG_FACILITIES)),
-    "debug": _bool,
-    "log_format": _choice(LOG_FORMATS),
+    "shutdown": parsing.boolean,
+    "daemonize": parsing.boolean,
+    "facility": parsing.choice(tuple(SYSLOG_FACILITIES)),
+    "debug": parsing.boolean,
+    "log_format": parsing.choice(LOG_FORMATS),
     "http": _http_address,
-    "status_socket": _text,
-    "shutdown_timeout": _float_pos,
-    "provider_hold_s": _float_pos,
-    "provider_hold_max_s": _float_pos,
-    "demote_step": _int_range(1, 255),
-    "syslog_socket": _text,
+    "status_socket": parsing.text,
+    "shutdown_timeout": _seconds,
+    "provider_hold_s": _seconds,
+    "provider_hold_max_s": _seconds,
+    "demote_step": parsing.integer(1, 255),
+    "syslog_socket": parsing.text,
 }
 
 ALIASES = {"password": "pass", "mcastip": "mcast", "peer": "peers", "if": "interface"}
 
 
-def _normalise_key(key: str) -> str:
-    return parsing.normalise_key(key, ALIASES)
-
-
 def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        k = _normalise_key(key)
+        k = parsing.normalise_key(key, ALIASES)
         shown = f"{where}{key.upper()}" if where == ENV_PREFIX else f"{where}{key}"
         if k not in allowed:
             raise ConfigError(shown, f"unknown field; accepted: {', '.join(sorted(allowed))}")

@@ -401,9 +401,7 @@ class VipInstance:
 
     def _on_promotion_request(self, reason: Reason, ticket: int) -> None:
         self.timeline = FailoverTimeline(reason.value, detected=self.clock())
-        if not self.pipeline.can_veto:
-            self.apply(self.election.confirm_promotion(ticket))
-            return
+        # only asked when a provider can veto (ElectionParams.confirm_promotions)
         if self._veto_task is not None and not self._veto_task.done():
             self._veto_task.cancel()  # its answer would be for a void request anyway
         self._veto_task = self._spawn(self._decide_promotion(ticket))
@@ -659,11 +657,18 @@ class VipInstance:
 
     def _provider_status(self, p: Provider) -> dict[str, Any]:
         result = self.pipeline.results.get(p.name)
-        try:
-            details = p.status()
-        except Exception as exc:  # a status bug must not break /status
-            details = {"error": repr(exc)}
-        return {"last": vars(result) if result is not None else None, "details": details}
+        return {
+            "last": vars(result) if result is not None else None,
+            "details": provider_details(p),
+        }
+
+
+def provider_details(p: Provider) -> dict[str, Any]:
+    """A provider's status(); a bug in it must not break /status or a scrape."""
+    try:
+        return p.status()
+    except Exception as exc:
+        return {"error": repr(exc)}
 
 
 def _jitter(period: float) -> float:

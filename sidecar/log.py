@@ -19,14 +19,19 @@ LOGGER_NAME = "vip-sidecar"
 log = logging.getLogger(LOGGER_NAME)
 
 
+def _ucarp_text(record: logging.LogRecord) -> str:
+    """ucarp's `[LEVEL] message`, with the VIP's name when a process serves several."""
+    fields = getattr(record, "fields", {})
+    prefix = f"[{fields['vip']}] " if "vip" in fields else ""
+    return f"[{record.levelname}] {prefix}{record.getMessage()}"
+
+
 class TextFormatter(logging.Formatter):
     """ucarp's terminal format: `YYYY-MM-DDTHH:MM:SS.uuuuuu: [LEVEL] message`."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        fields = getattr(record, "fields", {})
-        prefix = f"[{fields['vip']}] " if "vip" in fields else ""
-        line = f"{ts}: [{record.levelname}] {prefix}{record.getMessage()}"
+        line = f"{ts}: {_ucarp_text(record)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -49,9 +54,7 @@ class SyslogFormatter(logging.Formatter):
     """ucarp's syslog text: `[LEVEL] message` (ident and pid are added by the handler)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
-        prefix = f"[{fields['vip']}] " if "vip" in fields else ""
-        return f"vip-sidecar[{os.getpid()}]: [{record.levelname}] {prefix}{record.getMessage()}"
+        return f"vip-sidecar[{os.getpid()}]: {_ucarp_text(record)}"
 
 
 def setup(

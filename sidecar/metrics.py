@@ -13,6 +13,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from sidecar.instance import provider_details
 from sidecar.stats import Histogram
 
 if TYPE_CHECKING:
@@ -117,11 +118,7 @@ class RuntimeCollector:
                 _hist(phase, [name, ph], h)
             _hist(late, [name], st.advert_lateness)
             for p in inst.pipeline.providers:
-                try:
-                    details = p.status()
-                except Exception:  # a provider bug must not break the scrape
-                    continue
-                for key, value in details.items():
+                for key, value in provider_details(p).items():
                     if isinstance(value, int | float) and not isinstance(value, bool):
                         pvalue.add_metric([name, p.name, key], value)
         for (iface, reason), n in rt.iface_drops.items():
