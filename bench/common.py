@@ -183,26 +183,13 @@ class Daemon:
         self.proc.stop()
 
 
-class Ours(Daemon):
-    kind = "vip-sidecar"
+class LoggedDaemon(Daemon):
+    """vip-sidecar or ucarp: the harness node parses their own logs for the state."""
 
-    def __init__(self, node: SidecarNode) -> None:
+    def __init__(self, node: SidecarNode | UcarpNode, kind: str) -> None:
         super().__init__(node, node.host)
         self.node = node
-
-    def state(self) -> str | None:
-        return self.node.state()
-
-    def became_master(self, after: float) -> float | None:
-        return self.node.became("MASTER", after)
-
-
-class Ucarp(Daemon):
-    kind = "ucarp"
-
-    def __init__(self, node: UcarpNode) -> None:
-        super().__init__(node, node.host)
-        self.node = node
+        self.kind = kind
 
     def state(self) -> str | None:
         return self.node.state()
@@ -269,10 +256,15 @@ def start_daemon(
     name = f"{kind}-{host.ns}-{_seq[0]}"
     common = ("-v", str(vhid), "-p", PASSWORD, "-a", vip, "-b", str(ADVBASE), "-k", str(advskew))
     if kind == "vip-sidecar":
-        return Ours(topo.sidecar(host, *common, "--provider", "alias", *extra, name=name, env=env))
+        return LoggedDaemon(
+            topo.sidecar(host, *common, "--provider", "alias", *extra, name=name, env=env),
+            "vip-sidecar",
+        )
     if kind == "ucarp":
         up, down = ucarp_scripts(topo)
-        return Ucarp(topo.ucarp(host, *common, "-u", up, "-d", down, "-z", *extra, name=name))
+        return LoggedDaemon(
+            topo.ucarp(host, *common, "-u", up, "-d", down, "-z", *extra, name=name), "ucarp"
+        )
     if kind == "keepalived":
         return start_keepalived(
             topo,

@@ -92,7 +92,10 @@ class Proc:
         self.argv = argv
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, **(env or {})}
+        # the daemon reads VIP_SIDECAR_* as config: test knobs of the runner (cache paths,
+        # mirrors) must not reach it; a test passes the ones it means through `env`
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("VIP_SIDECAR_")}
+        full_env = {**inherited, **(env or {})}
         self.popen = subprocess.Popen(
             ["ip", "netns", "exec", host.ns, *argv],
             stdout=self._fh,

@@ -79,7 +79,8 @@ def find_python312() -> str | None:
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialise concurrent test runs on a shared cache (venv, buildah base image)."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ def ensure_helm_venv() -> Path:
     """The venv's python, creating the venv (Python 3.12 + pinned tools) if needed."""
     python = VENV / "bin" / "python"
     wanted = "\n".join(REQUIREMENTS) + "\n"
-    with _lock(VENV.with_name(VENV.name + ".lock")):
+    with file_lock(VENV.with_name(VENV.name + ".lock")):
         stamp = VENV / STAMP
         if python.exists() and stamp.exists() and stamp.read_text() == wanted:
             return python

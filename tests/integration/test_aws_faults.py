@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.awsfakes.bed import events, make_bed, wait_owner
+from tests.awsfakes.bed import events, wait_owner
 from tests.integration.harness import NETNS, wait_for
 
 pytestmark = [NETNS, pytest.mark.netns]
@@ -14,14 +14,8 @@ ASSIGN = "AssignPrivateIpAddresses"
 
 
 @pytest.fixture
-def bed(make_topo, monkeypatch):
-    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-                "AWS_ENDPOINT_URL_EC2"):
-        monkeypatch.delenv(var, raising=False)
-    b = make_bed(make_topo)
-    yield b
-    b.moto.stop()
-    b.imds.stop()
+def bed(make_aws_bed):
+    return make_aws_bed()
 
 
 @pytest.mark.parametrize("kind", ["throttle", "5xx"])

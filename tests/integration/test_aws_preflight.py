@@ -2,21 +2,14 @@
 
 import pytest
 
-from tests.awsfakes.bed import make_bed
 from tests.integration.harness import NETNS
 
 pytestmark = [NETNS, pytest.mark.netns]
 
 
 @pytest.fixture
-def bed(make_topo, monkeypatch):
-    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-                "AWS_ENDPOINT_URL_EC2"):
-        monkeypatch.delenv(var, raising=False)
-    b = make_bed(make_topo, route_tables=1)
-    yield b
-    b.moto.stop()
-    b.imds.stop()
+def bed(make_aws_bed):
+    return make_aws_bed(route_tables=1)
 
 
 def lines(out: str) -> list[str]:

@@ -4,6 +4,7 @@ import os
 import signal
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -201,20 +202,7 @@ def test_hanging_upscript_does_not_stop_advertisements(make_topo):
 
 
 # ------------------------------------------------------------------ rc.conf and signals
-BLOG_RC_CONF = """\
-ucarp_enable="YES"
-ucarp_if="vtnet1"
-ucarp_vhid="1"
-ucarp_pass="carppass"
-ucarp_preempt="YES"
-ucarp_facility="daemon"
-ucarp_src="192.168.10.10"
-ucarp_addr="192.168.10.1"
-ucarp_advbase="2"
-ucarp_advskew="0"
-ucarp_upscript="/usr/local/bin/ucarp_up.sh"
-ucarp_downscript="/usr/local/bin/ucarp_down.sh"
-"""
+BLOG_RC_CONF = (Path(__file__).parents[1] / "data" / "freebsd-blog-rc.conf").read_text()
 
 
 def test_freebsd_rc_conf_block_from_the_blog_runs_verbatim(make_topo):
@@ -270,8 +258,11 @@ def test_recreated_interface_is_reopened_and_the_node_does_not_claim_deaf(make_t
     wait_for(lambda: node.state() == "BACKUP", 5, what="h1 BACKUP")
     time.sleep(1)
     topo.recreate_link(h1, gap_s=1.5)
-    wait_for(lambda: any(e.get("event") == "transport_reopened" for e in node.events()), 5,
-             what="sockets reopened")
+    wait_for(
+        lambda: any(e.get("event") == "transport_reopened" for e in node.events()),
+        5,
+        what="sockets reopened",
+    )
     heard = node.vip()["counters"]["adverts_received"]
     time.sleep(5)  # beyond h1's dead interval: it must still hear h2 and stay BACKUP
     assert node.state() == "BACKUP" and node.became("MASTER") is None

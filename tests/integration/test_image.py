@@ -15,7 +15,6 @@ Needs root, buildah and debootstrap (Debian packages).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.integration.helmutil import file_lock
 
 pytestmark = [pytest.mark.buildah, pytest.mark.timeout(2400)]
 
@@ -84,17 +85,6 @@ def _image_exists(ref: str) -> bool:
     return buildah("inspect", "--type", "image", ref, check=False).returncode == 0
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _debootstrap_tarball(tarball: Path) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -134,7 +124,7 @@ def ensure_base_image() -> str:
     """The debootstrap base as a local image, built once and then reused."""
     key = _base_key()
     ref = f"{BASE_REPO}:{key}"
-    with _locked(CACHE / "base.lock"):
+    with file_lock(CACHE / "base.lock"):
         if _image_exists(ref):
             return ref
         tarball = CACHE / f"{SUITE}-minbase-{key}.tar"

@@ -1,5 +1,25 @@
 """Test doubles shared by unit tests."""
 
+from ipaddress import IPv4Address
+from typing import Any
+
+from sidecar.config import VipConfig
+
+
+def vip_config(**overrides: Any) -> VipConfig:
+    """A valid VIP (vhid 1, 10.0.0.9 on eth0) with the given fields changed."""
+    fields: dict[str, Any] = dict(
+        interface="eth0",
+        srcip=IPv4Address("10.0.0.2"),
+        vhid=1,
+        password=b"x",
+        addr=IPv4Address("10.0.0.9"),
+        addr_text="10.0.0.9",
+        name="v",
+    )
+    fields.update(overrides)
+    return VipConfig(**fields)
+
 
 class FakeClock:
     """A monotonic clock the test moves by hand: no test ever sleeps for protocol time."""

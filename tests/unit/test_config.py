@@ -3,6 +3,7 @@
 import json
 import os
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -164,20 +165,8 @@ def test_repeated_provider_needs_distinct_ids():
     assert [p.label for p in cfg.vips[0].providers] == ["pre", "alias", "script"]
 
 
-BLOG = """\
-ucarp_enable="YES"
-ucarp_if="vtnet1"
-ucarp_vhid="1"
-ucarp_pass="carppass"
-ucarp_preempt="YES"
-ucarp_facility="daemon"
-ucarp_src="192.168.10.10"
-ucarp_addr="192.168.10.1"
-ucarp_advbase="2"
-ucarp_advskew="0"
-ucarp_upscript="/usr/local/bin/ucarp_up.sh"
-ucarp_downscript="/usr/local/bin/ucarp_down.sh"
-"""
+# the rc.conf block of "FreeBSD failover in the cloud: UCARP to the rescue" (2012), verbatim
+BLOG = (Path(__file__).parents[1] / "data" / "freebsd-blog-rc.conf").read_text()
 
 
 def test_blog_rc_conf_block_verbatim():

@@ -1,23 +1,13 @@
-from ipaddress import IPv4Address
-
 import pytest
 
 from providers.alias import AliasProvider
 from providers.base import ProviderConfigError
 from providers.script import ScriptProvider
 from sidecar import parsing
-from sidecar.config import Config, ProviderSpec, VipConfig
+from sidecar.config import Config, ProviderSpec
+from tests.unit.fakes import vip_config
 
-VIP = VipConfig(
-    interface="eth0",
-    srcip=IPv4Address("10.0.0.2"),
-    vhid=1,
-    password=b"x",
-    addr=IPv4Address("10.0.0.9"),
-    addr_text="10.0.0.9",
-    name="v",
-    advskew=128,
-)
+VIP = vip_config(advskew=128)
 
 
 @pytest.mark.parametrize(

@@ -1,22 +1,14 @@
 """Provider pipeline: order, reverse order, timeouts, veto, failures never raise."""
 
 import asyncio
-from ipaddress import IPv4Address
 
 import pytest
 
 from providers.base import Pipeline, Provider, Veto, VipContext
-from sidecar.config import Config, ProviderSpec, VipConfig
+from sidecar.config import Config, ProviderSpec
+from tests.unit.fakes import vip_config
 
-VIP = VipConfig(
-    interface="eth0",
-    srcip=IPv4Address("10.0.0.2"),
-    vhid=1,
-    password=b"x",
-    addr=IPv4Address("10.0.0.9"),
-    addr_text="10.0.0.9",
-    name="v",
-)
+VIP = vip_config()
 CFG = Config(vips=(VIP,))
 
 

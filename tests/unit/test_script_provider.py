@@ -1,27 +1,17 @@
 """Script provider: ucarp argv, timeout kill, exit status, fail_on_error."""
 
 import time
-from ipaddress import IPv4Address
 
 import pytest
 
 from providers.base import VipContext
 from providers.script import ScriptError, ScriptProvider
-from sidecar.config import Config, ProviderSpec, VipConfig
+from sidecar.config import Config, ProviderSpec
+from tests.unit.fakes import vip_config
 
 
 def vip(**kw):
-    base = dict(
-        interface="eth9",
-        srcip=IPv4Address("10.0.0.2"),
-        vhid=1,
-        password=b"x",
-        addr=IPv4Address("10.0.0.9"),
-        addr_text="10.0.0.9",
-        name="v",
-    )
-    base.update(kw)
-    return VipConfig(**base)
+    return vip_config(interface="eth9", **kw)
 
 
 def script(tmp_path, name, body):
