@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, NoReturn
 
 from sidecar import config as cfgmod
 from sidecar.config import Config, ConfigError
@@ -32,6 +32,25 @@ def package_version() -> str:
         return version("vip-sidecar")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+class _UsageError(ValueError):
+    pass
+
+
+class _FlagParser(argparse.ArgumentParser):
+    """Reports a bad option as an exception instead of printing a usage block and
+    exiting: rc.conf's ucarp_flags become one config-error line naming the variable."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes: one line and exit 2 (the full usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _PassAction(argparse.Action):
@@ -72,7 +91,7 @@ UCARP_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("-n", "--neutral"), "neutral", "flag", "don't run the downscript at start-up"),
     (("-a", "--addr"), "addr", "value", "virtual IPv4 address"),
     (("-b", "--advbase"), "advbase", "value", "advertisement base, seconds (default 1)"),
-    (("-k", "--advskew"), "advskew", "value", "advertisement skew 0..255 (default 0)"),
+    (("-k", "--advskew"), "advskew", "value", "advertisement skew 0..254 (default 0)"),
     (("-u", "--upscript"), "upscript", "value", "run when becoming master"),
     (("-d", "--downscript"), "downscript", "value", "run when becoming backup"),
     (("-r", "--deadratio"), "deadratio", "value", "ratio for the dead interval (default 3)"),
@@ -168,7 +187,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="vip-sidecar",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -242,19 +261,18 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
     overrides: dict[str, Any] = {}
     rc_path = getattr(ns, "rc_conf", None)
     if rc_path:
-        try:
-            with open(rc_path) as fh:
-                rc_fields, rc_flags = cfgmod.parse_rc_conf(fh.read())
-        except OSError as exc:
-            raise ConfigError("from-rc-conf", f"cannot read {rc_path}: {exc.strerror}") from None
+        rc_fields, rc_flags = cfgmod.parse_rc_conf(cfgmod.read_text_file(rc_path, "from-rc-conf"))
         overrides.update(rc_fields)
         if rc_flags:
-            flag_parser = argparse.ArgumentParser(prog="ucarp_flags", add_help=False)
+            flag_parser = _FlagParser(prog="ucarp_flags", add_help=False)
             add_run_options(flag_parser)
             try:
                 overrides.update(options_to_fields(flag_parser.parse_args(rc_flags)))
-            except SystemExit:
-                raise ConfigError("ucarp_flags", f"invalid flags {rc_flags}") from None
+            except _UsageError as exc:
+                raise ConfigError(
+                    f"{rc_path}: ucarp_flags",
+                    f"{exc}; accepted: the options of `vip-sidecar run --help`",
+                ) from None
     cli = options_to_fields(ns)
     if "pass" in cli or "passfile" in cli:
         overrides.pop("pass", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 import tomllib
@@ -24,6 +25,8 @@ from typing import Any
 
 from sidecar import parsing
 from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
+
+BROADCAST = IPv4Address("255.255.255.255")
 
 ENV_PREFIX = "VIP_SIDECAR_"
 LOG_FORMATS = ("text", "json")
@@ -120,10 +123,43 @@ def _ipv4_nonzero(value: Any) -> IPv4Address:
     return ip
 
 
+def _host_address(value: Any) -> IPv4Address:
+    """An address one host can own and send from (srcip, a VIP, a peer): not 0.0.0.0,
+    multicast, the limited broadcast, loopback or the reserved 240.0.0.0/4."""
+    ip = _ipv4_nonzero(value)
+    if ip.is_multicast:
+        raise ValueError(f"must be a unicast address, got the multicast address {value!r}")
+    if ip == BROADCAST:
+        raise ValueError(f"must be a unicast address, got the broadcast address {value!r}")
+    if ip.is_loopback:
+        raise ValueError(f"must not be a loopback address (127.0.0.0/8), got {value!r}")
+    if ip.is_reserved:
+        raise ValueError(f"must not be in the reserved 240.0.0.0/4, got {value!r}")
+    return ip
+
+
 def _addr_text(value: Any) -> str:
     """The VIP, validated but kept as written: scripts receive the original text."""
     text = str(value).strip()
-    _ipv4_nonzero(text)
+    _host_address(text)
+    return text
+
+
+# A VIP name appears in every log line, metric label, URL path and Kubernetes object
+# name: a DNS-label-like word keeps all of them unambiguous (no newline can fake a log
+# line, no '/' or '#' breaks a URL) and bounded.
+NAME_MAX = 63
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
+
+
+def _name(value: Any) -> str:
+    text = str(value)
+    if len(text) > NAME_MAX or not _NAME_RE.fullmatch(text):
+        shown = repr(text[:NAME_MAX]) + ("..." if len(text) > NAME_MAX else "")
+        raise ValueError(
+            f"must be 1..{NAME_MAX} letters, digits, '-', '_' or '.', starting and ending "
+            f"with a letter or digit, got {shown}"
+        )
     return text
 
 
@@ -136,9 +172,12 @@ def _multicast(value: Any) -> IPv4Address:
 
 def _interface(value: Any) -> str:
     text = parsing.text(value)
-    if len(text) > 15 or "/" in text or " " in text:
+    # the kernel's dev_valid_name(): no '/', ':' or whitespace, at most 15 bytes
+    if len(text.encode()) > 15 or any(c in text for c in "/:") or not text.isprintable() or (
+        any(c.isspace() for c in text)
+    ):
         raise ValueError(
-            f"must be a Linux interface name (<= 15 chars, no '/' or spaces), got {text!r}"
+            f"must be a Linux interface name (<= 15 chars, no '/', ':' or spaces), got {text!r}"
         )
     return text
 
@@ -176,7 +215,7 @@ def _peers(value: Any) -> tuple[IPv4Address, ...]:
         items = list(value)
     else:
         raise ValueError(f"must be a list of IPv4 addresses, got {value!r}")
-    return tuple(_ipv4_nonzero(v) for v in items)
+    return tuple(_host_address(v) for v in items)
 
 
 def _providers(value: Any) -> tuple[ProviderSpec, ...]:
@@ -213,14 +252,16 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
 # VIP_SIDECAR_<KEY>; "pass"/"passfile" become VipConfig.password.
 VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
     "interface": _interface,
-    "srcip": _ipv4_nonzero,
+    "srcip": _host_address,
     "vhid": parsing.integer(1, 255),
     "pass": _password,
     "passfile": parsing.text,
     "addr": _addr_text,
-    "name": parsing.text,
+    "name": _name,
     "advbase": parsing.integer(0, 255),
-    "advskew": parsing.integer(0, 255),
+    # 255 is the bow-out value: at advbase 255 every advert would read as "leaving"
+    # (the BSD kernels accept 0..254 too)
+    "advskew": parsing.integer(0, 254),
     "deadratio": parsing.integer(1, None),
     "preempt": parsing.boolean,
     "neutral": parsing.boolean,
@@ -272,13 +313,40 @@ def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict
 
 
 # ---------------------------------------------------------------------------- sources
+def read_text_file(path: str, field_name: str) -> str:
+    """A config-like file as text, or a ConfigError naming the field and the file: an
+    unreadable, binary or non-UTF-8 file is an operator mistake, not a crash."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(field_name, f"cannot read {path}: {exc.strerror}") from None
+    if b"\0" in raw:
+        raise ConfigError(
+            field_name, f"{path} is a binary file (NUL byte at offset {raw.index(0)}), not text"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            field_name,
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+        ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """PyYAML's errors carry a multi-line caret block: keep the problem and its place."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1} column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
 def load_file(path: str) -> dict[str, Any]:
     """Read a YAML, TOML or JSON file into a plain mapping."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    text = read_text_file(path, "config")
+    kind = {".toml": "TOML", ".json": "JSON"}.get(p.suffix, "YAML")
     try:
         if p.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -289,7 +357,9 @@ def load_file(path: str) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # every parser has its own error type
-        raise ConfigError("config", f"{path} is not valid {p.suffix or 'YAML'}: {exc}") from None
+        raise ConfigError(
+            "config", f"{path} is not valid {kind}: {_one_line(exc)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -297,13 +367,23 @@ def load_file(path: str) -> dict[str, Any]:
     return data
 
 
-def load_env(environ: Mapping[str, str]) -> dict[str, Any]:
+def load_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The VIP_SIDECAR_<FIELD> variables, and the names of the other VIP_SIDECAR_*
+    variables, which are ignored: Kubernetes injects service links such as
+    VIP_SIDECAR_SERVICE_HOST into every Pod when a Service of that name exists, and
+    they must not stop the daemon."""
+    known = set(VIP_FIELDS) | set(GLOBAL_FIELDS) | set(ALIASES)
     out: dict[str, Any] = {}
+    ignored: list[str] = []
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        out[key[len(ENV_PREFIX) :].lower()] = value
-    return out
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in known:
+            out[name] = value
+        else:
+            ignored.append(key)
+    return out, sorted(ignored)
 
 
 # FreeBSD port net/ucarp rc.d script: rc.conf variable -> our field (spec 7.1)
@@ -382,7 +462,7 @@ def build_config(
     raw_vips = file_data.pop("vips", None)
     all_fields = set(VIP_FIELDS) | set(GLOBAL_FIELDS)
     common: dict[str, Any] = {}
-    env_fields = load_env(env or {})
+    env_fields, ignored_env = load_env(env or {})
     for where, layer in (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {})):
         parsed = _parse_fields(layer, where, all_fields)
         if "pass" in parsed or "passfile" in parsed:
@@ -392,6 +472,10 @@ def build_config(
         common.update(parsed)
     globals_ = {k: common.pop(k) for k in list(common) if k in GLOBAL_FIELDS}
     warnings: list[str] = []
+    if ignored_env:
+        warnings.append(
+            f"ignoring environment variables that are not config fields: {', '.join(ignored_env)}"
+        )
     if raw_vips is None:
         entries: list[dict[str, Any]] = [{}]
     elif isinstance(raw_vips, list) and raw_vips:
@@ -434,6 +518,18 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
             where + "pass", "missing; supply a password with -p/--pass or -o/--passfile"
         )
     addr = IPv4Address(f["addr"])
+    if addr == f["srcip"]:
+        raise ConfigError(
+            where + "addr", f"the VIP {addr} must differ from this node's srcip {f['srcip']}"
+        )
+    if addr.is_link_local and not f["srcip"].is_link_local:
+        # a 169.254/16 VIP is only reachable on its own link: useful only where the
+        # node itself speaks link-local, never next to a routed srcip
+        raise ConfigError(
+            where + "addr",
+            f"link-local VIP {addr} (169.254.0.0/16) needs a link-local srcip, "
+            f"got {f['srcip']}",
+        )
     advbase, advskew = f.get("advbase", 1), f.get("advskew", 0)
     if advbase == 0 and advskew == 0:
         raise ConfigError(where + "advbase", "advbase and advskew cannot both be 0")

@@ -19,11 +19,33 @@ LOGGER_NAME = "vip-sidecar"
 log = logging.getLogger(LOGGER_NAME)
 
 
+# One event is one line, however long what it quotes (a script's output, a provider's
+# error, a path): longer messages are cut, with the count of what was left out.
+MAX_MESSAGE = 4096
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """Control characters (newline, CR, ESC, U+2028...) as visible escapes, so text from
+    outside (names, paths, script output, API errors) cannot forge a log line or drive
+    the terminal; messages are bounded to MAX_MESSAGE characters."""
+    if len(text) > MAX_MESSAGE:
+        text = f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE} more characters)"
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c.isprintable()
+        else _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
 def _ucarp_text(record: logging.LogRecord) -> str:
     """ucarp's `[LEVEL] message`, with the VIP's name when a process serves several."""
     fields = getattr(record, "fields", {})
-    prefix = f"[{fields['vip']}] " if "vip" in fields else ""
-    return f"[{record.levelname}] {prefix}{record.getMessage()}"
+    prefix = f"[{escape(str(fields['vip']))}] " if "vip" in fields else ""
+    return f"[{record.levelname}] {prefix}{escape(record.getMessage())}"
 
 
 class TextFormatter(logging.Formatter):
@@ -42,7 +64,7 @@ class JsonFormatter(logging.Formatter):
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds"),
             "level": record.levelname,
-            "message": record.getMessage(),
+            "message": record.getMessage()[:MAX_MESSAGE],
         }
         doc.update(getattr(record, "fields", {}))
         if record.exc_info:

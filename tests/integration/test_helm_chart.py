@@ -131,6 +131,10 @@ REJECTED = [
      r"at '/vips/0/vhid': minimum: got 0, want 1"),
     ("advskew--1", {"vips": [{"vhid": 3, "addr": "192.0.2.1", "advskew": -1}]},
      r"at '/vips/0/advskew': minimum: got -1, want 0"),
+    ("advskew-255", {"vips": [{"vhid": 3, "addr": "192.0.2.1", "advskew": 255}]},
+     r"at '/vips/0/advskew': maximum: got 255, want 254"),
+    ("name-newline", {"vips": [{"vhid": 3, "addr": "192.0.2.1", "name": "a\nb"}]},
+     r"at '/vips/0/name': 'a\\nb' does not match pattern"),
     ("advbase-256", {"config": {"advbase": 256}},
      r"at '/config/advbase': maximum: got 256, want 255"),
     ("addr-octet", {"vips": [{"vhid": 3, "addr": "192.0.2.300"}]},
@@ -207,6 +211,7 @@ def test_security_context(values_file: str | None) -> None:
     pod = one(manifests, "DaemonSet")["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["enableServiceLinks"] is False  # service links would be VIP_SIDECAR_* vars
     assert "initContainers" not in pod
     c = _container(manifests)
     sc = c["securityContext"]

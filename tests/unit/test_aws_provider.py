@@ -32,10 +32,10 @@ def _fresh_clients():
 
 
 def make(ec2: FakeEc2, eni_id: str, mode: str = "secondary-ip", vip: str = VIP,
-         **opts) -> tuple[AwsProvider, FakeClock]:
+         srcip: str = "10.0.0.1", **opts) -> tuple[AwsProvider, FakeClock]:
     options = {"name": "aws", "mode": mode, "region": "eu-west-1", "eni_id": eni_id,
                "endpoint_url": f"http://fake-{id(ec2)}", **opts}
-    cfg = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": 1, "pass": "pw",
+    cfg = build_config({"interface": "eth0", "srcip": srcip, "vhid": 1, "pass": "pw",
                         "addr": vip, "providers": [options]})
     p = AwsProvider(cfg.vips[0].providers[0], cfg.vips[0], cfg)
     clock = FakeClock()
@@ -175,7 +175,8 @@ async def test_vip_outside_the_subnet_or_on_the_primary_ip_is_a_config_error():
     p.imds_transport = fake_imds(imds_values(a.eni_id, a.mac), [])
     with pytest.raises(AwsConfigError, match="outside subnet"):
         await p.init()
-    q, _ = make(ec2, a.eni_id, vip=a.primary)
+    # the config refuses addr == srcip; the provider also knows the ENI's primary IP
+    q, _ = make(ec2, a.eni_id, vip=a.primary, srcip="10.0.0.254")
     with pytest.raises(AwsConfigError, match="primary IP"):
         await q.init()
 

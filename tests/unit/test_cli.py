@@ -200,3 +200,43 @@ def test_status_table():
 
 def test_namespace_type():
     assert isinstance(parse("version"), argparse.Namespace)
+
+
+# ------------------------------------------------------------- hardening (issue 16)
+def one_error_line(capsys, argv):
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_bad_ucarp_flags_in_rc_conf_is_one_line_naming_the_file(tmp_path, capsys):
+    rc = tmp_path / "rc.conf"
+    rc.write_text('ucarp_if="lo"\nucarp_src="10.0.0.2"\nucarp_addr="10.0.0.9"\n'
+                  'ucarp_pass="x"\nucarp_flags="-n --bogus"\n')
+    err = one_error_line(capsys, ["run", "--from-rc-conf", str(rc)])
+    assert err.startswith(f"vip-sidecar: config error: {rc}: ucarp_flags: unrecognized arguments")
+
+
+def test_non_utf8_rc_conf_names_the_file(tmp_path, capsys):
+    rc = tmp_path / "rc.conf"
+    rc.write_bytes(b'ucarp_if="l\xff"\n')
+    err = one_error_line(capsys, ["run", "--from-rc-conf", str(rc)])
+    assert err == f"vip-sidecar: config error: from-rc-conf: {rc} is not UTF-8 text " \
+                  "(byte 0xff at offset 11)"
+
+
+def test_yaml_syntax_error_via_the_cli_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("vips:\n  - {vhid: 1\n  addr: [\n")
+    err = one_error_line(capsys, ["run", "--config", str(bad)])
+    assert "config: " in err and str(bad) in err
+
+
+def test_command_line_mistake_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments: --bogus" in err

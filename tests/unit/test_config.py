@@ -32,7 +32,7 @@ def test_minimal_flags_and_defaults():
     [
         ("vhid", "0", "vhid: must be an integer 1..255"),
         ("vhid", "256", "vhid: must be an integer 1..255"),
-        ("advskew", "300", "advskew: must be an integer 0..255"),
+        ("advskew", "300", "advskew: must be an integer 0..254"),
         ("advbase", "x", "advbase: must be an integer 0..255"),
         ("srcip", "10.0.0", "srcip: must be an IPv4 address"),
         ("addr", "0.0.0.0", "addr: must not be 0.0.0.0"),
@@ -224,3 +224,96 @@ def test_nan_and_infinity_are_not_numbers(field):
     for value in ("nan", "inf"):
         with pytest.raises(ConfigError, match=field):
             build_config(overrides={**BASE, field: value})
+
+
+# ------------------------------------------------------------- hardening (issue 16)
+@pytest.mark.parametrize(
+    "name", ["a\nb", "fake\n2026-01-01T00:00:00: [ERROR] x", "a b", "a/b", "a#b", "-web", "web-",
+             "", "x" * 64, "é"]
+)
+def test_vip_name_must_be_a_bounded_dns_label_like_word(name):
+    with pytest.raises(ConfigError) as exc:
+        build_config(overrides={**BASE, "name": name})
+    assert exc.value.field_name == "name"
+    assert "must be 1..63 letters, digits" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_huge_vip_name_error_stays_short():
+    with pytest.raises(ConfigError) as exc:
+        build_config(overrides={**BASE, "name": "n" * 5_000_000})
+    assert len(str(exc.value)) < 300
+
+
+@pytest.mark.parametrize("name", ["web", "db-1", "vip_a.b", "X" * 63, "7"])
+def test_vip_names_accepted(name):
+    assert build_config(overrides={**BASE, "name": name}).vips[0].name == name
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("addr", "224.0.0.18", "addr: must be a unicast address, got the multicast"),
+        ("addr", "255.255.255.255", "addr: must be a unicast address, got the broadcast"),
+        ("addr", "127.0.0.5", "addr: must not be a loopback address"),
+        ("addr", "240.0.0.1", "addr: must not be in the reserved 240.0.0.0/4"),
+        ("addr", "10.0.0.2", "addr: the VIP 10.0.0.100 must differ"),
+        ("addr", "169.254.10.1", "addr: link-local VIP 169.254.10.1"),
+        ("srcip", "224.0.0.1", "srcip: must be a unicast address"),
+        ("srcip", "127.0.0.1", "srcip: must not be a loopback address"),
+        ("peers", "10.0.0.3,255.255.255.255", "peers: must be a unicast address"),
+        ("advskew", "255", "advskew: must be an integer 0..254"),
+    ],
+)
+def test_addresses_that_cannot_be_vips_and_advskew_255_refused(field, value, needle):
+    overrides = {**BASE, field: value}
+    if value == "10.0.0.2":  # addr equal to srcip: the message names the VIP as parsed
+        overrides = {**BASE, "addr": "10.0.0.100", "srcip": "10.0.0.100"}
+        needle = "addr: the VIP 10.0.0.100 must differ from this node's srcip 10.0.0.100"
+    with pytest.raises(ConfigError) as exc:
+        build_config(overrides=overrides)
+    assert needle in str(exc.value)
+
+
+def test_link_local_vip_accepted_next_to_a_link_local_srcip_and_advskew_254():
+    cfg = build_config(
+        overrides={**BASE, "srcip": "169.254.0.2", "addr": "169.254.0.100", "advskew": "254"}
+    )
+    assert cfg.vips[0].addr == IPv4Address("169.254.0.100") and cfg.vips[0].advskew == 254
+
+
+def test_unknown_env_variables_are_ignored_with_one_warning():
+    # what Kubernetes injects for a Service named vip-sidecar (service links)
+    env = {
+        "VIP_SIDECAR_SERVICE_HOST": "10.96.0.10",
+        "VIP_SIDECAR_SERVICE_PORT": "9477",
+        "VIP_SIDECAR_PORT": "tcp://10.96.0.10:9477",
+        "VIP_SIDECAR_PORT_9477_TCP_PROTO": "tcp",
+        "VIP_SIDECAR_ADVSKEW": "20",
+    }
+    cfg = build_config(None, env, BASE)
+    assert cfg.vips[0].advskew == 20
+    (warning,) = [w for w in cfg.warnings if "environment" in w]
+    assert "VIP_SIDECAR_SERVICE_HOST" in warning and "VIP_SIDECAR_PORT_9477_TCP_PROTO" in warning
+
+
+def test_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("interface: eth0\nvips: [unclosed\n")
+    with pytest.raises(ConfigError) as exc:
+        load_file(str(bad))
+    assert "\n" not in str(exc.value)
+    assert str(exc.value).startswith(f"config: {bad} is not valid YAML: line ")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"\x7fELF\x02\x01\x01\x00\x00", "is a binary file (NUL byte at offset 7), not text"),
+     (b"interface: eth\xe90\n", "is not UTF-8 text (byte 0xe9 at offset 14)")],
+)
+def test_binary_or_non_utf8_config_names_the_file(tmp_path, content, needle):
+    bad = tmp_path / "c.yaml"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError) as exc:
+        load_file(str(bad))
+    assert str(exc.value) == f"config: {bad} {needle}"
