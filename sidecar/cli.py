@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -150,6 +151,12 @@ EXTENSION_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
         "value",
         "read FreeBSD rc.conf ucarp_* variables from this file",
     ),
+    (
+        ("--from-interfaces",),
+        "interfaces_file",
+        "value",
+        "run the ucarp-* stanzas of a Debian /etc/network/interfaces (instead of --config)",
+    ),
     (("--log-format",), "log_format", "value", "text (default) or json"),
     (
         ("--http",),
@@ -240,6 +247,7 @@ def options_to_fields(ns: argparse.Namespace) -> dict[str, Any]:
             "command",
             "config",
             "rc_conf",
+            "interfaces_file",
             "pass_source",
             "check_provider",
             "socket",
@@ -257,7 +265,15 @@ def options_to_fields(ns: argparse.Namespace) -> dict[str, Any]:
 
 def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
     file_path = getattr(ns, "config", None) or environ.get(cfgmod.ENV_PREFIX + "CONFIG")
-    file_data = cfgmod.load_file(file_path) if file_path else {}
+    imported: list[str] = []
+    if getattr(ns, "interfaces_file", None):
+        from sidecar import interfaces_import
+
+        if file_path:
+            raise ConfigError("from-interfaces", "cannot be combined with --config")
+        file_data, imported = interfaces_import.load(ns.interfaces_file)
+    else:
+        file_data = cfgmod.load_file(file_path) if file_path else {}
     overrides: dict[str, Any] = {}
     rc_path = getattr(ns, "rc_conf", None)
     if rc_path:
@@ -278,7 +294,8 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
         overrides.pop("pass", None)
         overrides.pop("passfile", None)
     overrides.update(cli)
-    return cfgmod.build_config(file_data, environ, overrides)
+    config = cfgmod.build_config(file_data, environ, overrides)
+    return dataclasses.replace(config, warnings=(*imported, *config.warnings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from sidecar.instance import provider_details
 from sidecar.stats import Histogram
 
 if TYPE_CHECKING:
+    from sidecar.instance import VipInstance
     from sidecar.runtime import Runtime
 
 STATE_VALUES = {"INIT": 0, "BACKUP": 1, "MASTER": 2}
@@ -93,6 +95,22 @@ class RuntimeCollector:
             "How late adverts left compared with their schedule",
             labels=["vip"],
         )
+        # for alert rules: "no master for longer than the dead interval" needs both
+        dead = GaugeMetricFamily(
+            "vip_sidecar_dead_interval_seconds",
+            "Silence after which a BACKUP claims the VIP (advbase * deadratio + skew)",
+            labels=vl,
+        )
+        master_seen = GaugeMetricFamily(
+            "vip_sidecar_master_seen_timestamp_seconds",
+            "Unix time this node last knew of a master (now if it is MASTER)",
+            labels=vl,
+        )
+        healthy = GaugeMetricFamily(
+            "vip_sidecar_healthy", "1 while /healthz holds (loop alive, adverts on time)"
+        )
+        healthy.add_metric([], 1 if rt.healthy()[0] else 0)
+        now = time.time()
         for inst in rt.instances:
             name, st = inst.cfg.name, inst.stats
             lv = [name, str(inst.cfg.vhid), inst.cfg.interface]
@@ -100,6 +118,8 @@ class RuntimeCollector:
             is_master.add_metric(lv, 1 if inst.election.state.name == "MASTER" else 0)
             advskew.add_metric(lv, inst.election.advskew)
             demotion.add_metric(lv, inst.election.demotion)
+            dead.add_metric(lv, inst.election.dead_interval_s())
+            master_seen.add_metric(lv, _master_seen(inst, now, rt.started_at))
             sent.add_metric([name], st.adverts_sent)
             recv.add_metric([name], st.adverts_received)
             send_err.add_metric([name], st.send_errors)
@@ -140,7 +160,18 @@ class RuntimeCollector:
             phase,
             late,
             pvalue,
+            dead,
+            master_seen,
+            healthy,
         )
+
+
+def _master_seen(inst: VipInstance, now: float, started_at: float) -> float:
+    if inst.election.state.name == "MASTER":
+        return now
+    if inst.master_seen is not None:
+        return inst.master_seen.at
+    return started_at  # never heard one: count the silence from start-up
 
 
 def render(runtime: Runtime) -> bytes:

@@ -18,6 +18,7 @@ from sidecar.config import Config
 from sidecar.election import Reason, State
 from sidecar.instance import VipInstance
 from sidecar.log import RateLimitedWarnings, event
+from sidecar.sdnotify import SystemdBridge
 from sidecar.transport import InterfaceTransport, TransportError
 
 HOUSEKEEPING_S = 1.0
@@ -63,12 +64,18 @@ class Runtime:
         self._warn = RateLimitedWarnings()
         self._housekeeper: asyncio.Task[None] | None = None
         self._carrier: dict[str, bool] = {}
+        self.systemd = SystemdBridge(self)
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self) -> None:
         await self.start()
+        self.systemd.started()
         await self._stop.wait()
-        await self.shutdown()
+        self.systemd.stopping()
+        try:
+            await self.shutdown()
+        finally:
+            self.systemd.close()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,6 +105,7 @@ class Runtime:
         for transport in self.transports.values():
             loop.add_reader(transport.fileno(), self._on_readable, transport)
         await asyncio.gather(*(inst.start() for inst in self.instances))
+        self.loop_heartbeat = time.monotonic()  # alive now, before the first housekeeping
         self._housekeeper = asyncio.ensure_future(self._housekeeping())
 
     def request_stop(self, why: str = "request") -> None:

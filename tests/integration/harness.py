@@ -308,12 +308,18 @@ class Topology:
         return host
 
     def _plug(self, host: Host, i: int) -> None:
-        port = f"p{i}"
+        self.add_leg(host, host.ifname, f"p{i}", f"{host.ip}/24", host.mac)
+
+    def add_leg(
+        self, host: Host, ifname: str, port: str, address: str, mac: str | None = None
+    ) -> None:
+        """A veth from the host's namespace to the bridge: its main interface, or a
+        second NIC (another ifname and port) for multi-interface tests."""
         sh(
             "ip",
             "link",
             "add",
-            host.ifname,
+            ifname,
             "netns",
             host.ns,
             "type",
@@ -326,9 +332,10 @@ class Topology:
         )
         self.hub_run("ip", "link", "set", port, "master", "br0")
         self.hub_run("ip", "link", "set", port, "up")
-        sh("ip", "link", "set", host.ifname, "address", host.mac, ns=host.ns)
-        sh("ip", "link", "set", host.ifname, "up", ns=host.ns)
-        sh("ip", "addr", "add", f"{host.ip}/24", "dev", host.ifname, ns=host.ns)
+        if mac:
+            sh("ip", "link", "set", ifname, "address", mac, ns=host.ns)
+        sh("ip", "link", "set", ifname, "up", ns=host.ns)
+        sh("ip", "addr", "add", address, "dev", ifname, ns=host.ns)
 
     def recreate_link(self, host: Host, gap_s: float = 0.0) -> None:
         """Delete the host's interface and create it again under the same name (what a

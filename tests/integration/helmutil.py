@@ -286,6 +286,11 @@ _RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
     "coordination.k8s.io/v1": [("leases", "Lease", True)],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "scheduling.k8s.io/v1": [("priorityclasses", "PriorityClass", False)],
+    # the Prometheus operator's CRDs (metrics.serviceMonitor / metrics.prometheusRule)
+    "monitoring.coreos.com/v1": [
+        ("servicemonitors", "ServiceMonitor", True),
+        ("prometheusrules", "PrometheusRule", True),
+    ],
 }
 
 

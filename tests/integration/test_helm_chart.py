@@ -451,3 +451,40 @@ def test_readme_documents_every_value() -> None:
 
     missing = [k for k in keys(values) if f"`{k}`" not in readme]
     assert not missing, f"README.md values table lacks {missing}"
+
+
+def test_monitoring_objects_are_optional_and_ship_the_tested_rules() -> None:
+    """ServiceMonitor + PrometheusRule: off by default; on, the rules are exactly the
+    file `promtool test rules` checks (tests/integration/test_alert_rules.py)."""
+    kinds = {m["kind"] for m in render_chart()}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "Service"}
+    manifests = render_chart(
+        set_values={
+            "metrics": {
+                "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "kps"}},
+                "prometheusRule": {"enabled": True, "additionalLabels": {"release": "kps"}},
+            }
+        }
+    )
+    rule = one(manifests, "PrometheusRule")
+    shipped = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    monitor, service = one(manifests, "ServiceMonitor"), one(manifests, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    # the monitor selects the Service, the Service selects the DaemonSet's pods, and the
+    # job label the rules use (job="vip-sidecar") comes from the Service
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    pod_labels = one(manifests, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "vip-sidecar"
+    assert service["spec"]["clusterIP"] == "None"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert service["spec"]["ports"][0]["port"] == 9477
+    # the core objects still validate strictly (the CRDs have no schema there)
+    _, errors = helmutil.validate_manifests(
+        [m for m in manifests if m["kind"] not in ("ServiceMonitor", "PrometheusRule")]
+    )
+    assert not errors, "\n".join(errors)

@@ -27,6 +27,11 @@ class FaultyProvider(Provider):
         self.veto_file = Path(str(opts.get("veto_file", "/nonexistent")))
         self.log = Path(str(opts.get("log", "/dev/null")))
         self.init_fail = bool(opts.get("init_fail", False))
+        # block_file holds seconds: the next check() blocks the whole event loop that
+        # long (a wedged daemon, from inside: SIGSTOP would stop every thread instead)
+        self.block_file = Path(str(opts.get("block_file", "/nonexistent")))
+        if "block_file" in opts:
+            self.reassert_interval = 0.2
 
     def _record(self, what: str) -> None:
         with self.log.open("a") as fh:
@@ -50,6 +55,15 @@ class FaultyProvider(Provider):
 
     async def down(self, ctx: VipContext) -> None:
         self._record("down")
+
+    async def check(self, ctx: VipContext) -> bool:
+        if self.block_file.exists():
+            seconds = float(self.block_file.read_text() or 1)
+            self.block_file.unlink()
+            self._record(f"block {seconds}")
+            time.sleep(seconds)  # deliberately synchronous: the loop stalls
+            self._record("unblock")
+        return False
 
 
 def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:
