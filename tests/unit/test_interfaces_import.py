@@ -177,7 +177,7 @@ def test_multi_interface_file_matches_the_hook(tmp_path, multi, index):
             "(eth0) ucarp-pasword",
             "unknown ucarp option; accepted: ucarp-advbase",
         ),
-        ("ucarp-advskew many", "(eth0) ucarp-advskew", "must be an integer 0..255"),
+        ("ucarp-advskew many", "(eth0) ucarp-advskew", "must be an integer 0..254"),
     ],
 )
 def test_bad_values_name_the_interfaces_option(tmp_path, stanza, field, message):
