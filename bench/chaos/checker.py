@@ -221,8 +221,9 @@ def check(h: History, params: Params) -> dict[str, Any]:
     # (c) with the Lease fence, never two owners at all; a clean handover shows up to the
     # smoothing window plus one late slot of overlap in the prober's record
     if params.fenced:
+        overlap_ok = (params.smooth + 2) * params.slot_s
         for iv in tl:
-            if _owned(iv) and len(iv.owners) > 1 and iv.length > (params.smooth + 2) * params.slot_s:
+            if _owned(iv) and len(iv.owners) > 1 and iv.length > overlap_ok:
                 violations.append(
                     {
                         "invariant": "c",
