@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
@@ -298,6 +298,47 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
     return dataclasses.replace(config, warnings=(*imported, *config.warnings))
 
 
+def config_error(exc: Exception) -> int:
+    """Print a config error as ONE line (parser messages such as PyYAML's span several
+    lines; a value echoed back can be huge) and return the exit status."""
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    print(f"vip-sidecar: config error: {text}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+MAX_ERROR_CHARS = 500
+
+
+def configure_ns(
+    ns: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[Config, dict[str, Any], str | None]:
+    """Config and providers for `run`/`check` (raises ConfigError or ValueError)."""
+    only: str | None = None
+    if ns.command == "check" and getattr(ns, "providers", None):
+        # `check --provider aws` selects which configured provider to preflight
+        only = ns.providers[0]
+        del ns.providers
+    config = load_config(ns, dict(environ))
+    from sidecar.runtime import build_providers
+
+    return config, build_providers(config), only
+
+
+def configure(
+    argv: Sequence[str], environ: Mapping[str, str]
+) -> tuple[argparse.Namespace, Config, dict[str, Any]]:
+    """What `run` and `check` do before starting anything: parse argv, merge the config
+    layers, build the providers. Exits 2 with one line on stderr on any config error."""
+    try:
+        ns = build_parser().parse_args(normalise_argv(argv))
+        config, providers, _ = configure_ns(ns, environ)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(config_error(exc)) from None
+    return ns, config, providers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = normalise_argv(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -315,19 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.status_client import print_status
 
         return print_status(ns.socket, ns.url, ns.json)
-    only: str | None = None
-    if ns.command == "check" and getattr(ns, "providers", None):
-        # `check --provider aws` selects which configured provider to preflight
-        only = ns.providers[0]
-        del ns.providers
     try:
-        config = load_config(ns, dict(os.environ))
-        from sidecar.runtime import build_providers
-
-        providers = build_providers(config)
+        config, providers, only = configure_ns(ns, os.environ)
     except (ConfigError, ValueError) as exc:
-        print(f"vip-sidecar: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return config_error(exc)
     if ns.command == "check":
         from sidecar.preflight import run_checks
 

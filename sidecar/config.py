@@ -301,7 +301,7 @@ def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict
     out: dict[str, Any] = {}
     for key, value in raw.items():
         k = parsing.normalise_key(key, ALIASES)
-        shown = f"{where}{key.upper()}" if where == ENV_PREFIX else f"{where}{key}"
+        shown = f"{where}{key.upper()}" if where == ENV_PREFIX else f"{where}{_key_text(key)}"
         if k not in allowed:
             raise ConfigError(shown, f"unknown field; accepted: {', '.join(sorted(allowed))}")
         parser = VIP_FIELDS.get(k) or GLOBAL_FIELDS[k]
@@ -310,6 +310,39 @@ def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict
         except ValueError as exc:
             raise ConfigError(shown, str(exc)) from None
     return out
+
+
+def _key_text(key: Any) -> str:
+    """A file's key as the error names it: as written when it reads as a name, else its
+    repr (an empty key, a number, control characters would make the field unreadable)."""
+    text = str(key)
+    if isinstance(key, str) and text.strip() and text.isprintable() and len(text) <= 64:
+        return text
+    return repr(key)[:64]
+
+
+# a config file is a few dozen values; anything far larger is a mistake or an attack
+# (nine levels of YAML aliases expand to a billion leaves: printing one would hang)
+MAX_FILE_NODES = 10_000
+MAX_FILE_DEPTH = 32
+
+
+def _check_size(data: Any, path: str) -> None:
+    """Walk the loaded document (shared YAML aliases counted at every use) and refuse it
+    past MAX_FILE_NODES values or MAX_FILE_DEPTH levels; stops as soon as one is hit."""
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    seen = 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_FILE_NODES:
+            raise ConfigError("config", f"{path} has more than {MAX_FILE_NODES} values")
+        if depth > MAX_FILE_DEPTH:
+            raise ConfigError("config", f"{path} is nested more than {MAX_FILE_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            todo.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, list | tuple):
+            todo.extend((v, depth + 1) for v in value)
 
 
 # ---------------------------------------------------------------------------- sources
@@ -362,6 +395,7 @@ def load_file(path: str) -> dict[str, Any]:
         ) from None
     if data is None:
         return {}
+    _check_size(data, path)
     if not isinstance(data, dict):
         raise ConfigError("config", f"{path} must contain a mapping at the top level")
     return data

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(_finite(result), indent=1))
-    return 1 if result["violations"] else 0
+    # a fault the bed failed to inject or heal makes the run worthless: fail it too
+    for err in result["bed_errors"]:
+        print(f"bed error: {err}", file=sys.stderr)
+    return 1 if result["violations"] or result["bed_errors"] else 0
 
 
 if __name__ == "__main__":

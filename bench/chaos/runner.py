@@ -287,10 +287,10 @@ class ChaosBed:
         port = self.topo.port_of(node.host)
         hub = self.topo.hub_run
         hub("nft", "add", "table", "bridge", "chaospart")
-        hub("nft", "add", "chain", "bridge", "chaospart", "fwd",
+        hub("nft", "add", "chain", "bridge", "chaospart", "cpfwd",
             "{ type filter hook forward priority -5; }")  # fmt: skip
         for side in ("iifname", "oifname"):
-            hub("nft", "add", "rule", "bridge", "chaospart", "fwd", side, port,
+            hub("nft", "add", "rule", "bridge", "chaospart", "cpfwd", side, port,
                 "ip", "protocol", "112", "drop")  # fmt: skip
 
     # -- logs --------------------------------------------------------------------------
@@ -348,6 +348,7 @@ def run(
         faults: dict[int, Fault] = {}
         targets: dict[int, Node] = {}
         skipped: list[int] = []
+        bed_errors: list[str] = []
         for when, _, is_start, p in actions:
             delay = when - time.time()
             if delay > 0:
@@ -360,11 +361,19 @@ def run(
                     continue
                 targets[p.id] = node
                 now = time.time()
-                bed.begin(p, node)
                 faults[p.id] = Fault(p.kind, node.name, now, now, p.id)
+                try:
+                    bed.begin(p, node)
+                except (RuntimeError, OSError, AssertionError) as exc:
+                    bed_errors.append(f"fault {p.id} {p.kind} start: {exc}")
+                    log(f"!! bed error: {bed_errors[-1]}")
                 log(f"  t={now - t0:7.2f} +{p.kind} #{p.id} on {node.name} ({p.duration:.1f} s)")
             elif p.id in targets:
-                bed.finish(p, targets[p.id])
+                try:
+                    bed.finish(p, targets[p.id])
+                except (RuntimeError, OSError, AssertionError) as exc:
+                    bed_errors.append(f"fault {p.id} {p.kind} end: {exc}")
+                    log(f"!! bed error: {bed_errors[-1]}")
                 faults[p.id].end = time.time()
                 log(f"  t={faults[p.id].end - t0:7.2f} -{p.kind} #{p.id} on {targets[p.id].name}")
         time.sleep(max(0.0, t0 + minutes * 60 - time.time()))
@@ -393,6 +402,7 @@ def run(
             t0=t0,
             end=end,
             skipped=skipped,
+            bed_errors=bed_errors,
             params={**par.__dict__},
             ping={
                 "replies": len(replies),

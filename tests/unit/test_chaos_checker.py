@@ -113,14 +113,23 @@ def test_clean_history_has_no_violations_and_reports_figures():
 
 
 def test_invariant_a_two_owners_longer_than_an_advert_interval():
-    f = Fault("loss", "*", 5.0, 15.0, id=1)
+    f = Fault("linkdown", "C", 5.0, 15.0, id=1)
     r = check(history([(8.0, "A"), (1.5, "A,B"), (10.0, "A")], [f]), P)
     assert kinds(r) == ["a"]
     assert "2 owners (A, B)" in r["violations"][0]["what"]
 
 
-def test_invariant_a_allows_a_short_overlap():
+def test_invariant_a_in_a_loss_window_allows_a_few_advert_intervals():
     f = Fault("loss", "*", 5.0, 15.0, id=1)
+    # a backup missed two adverts and took over; the master missed its first advert back
+    assert check(history([(8.0, "A"), (2.5, "A,B"), (10.0, "A")], [f]), P)["violations"] == []
+    r = check(history([(8.0, "A"), (4.5, "A,B"), (10.0, "A")], [f]), P)
+    assert kinds(r) == ["a"]
+    assert "in a loss window" in r["violations"][0]["what"]
+
+
+def test_invariant_a_allows_a_short_overlap():
+    f = Fault("linkdown", "C", 5.0, 15.0, id=1)
     r = check(history([(8.0, "A"), (0.9, "A,B"), (10.0, "A")], [f]), P)
     assert r["violations"] == []
     assert r["multi_owner_s"] > 0.9
