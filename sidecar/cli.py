@@ -51,7 +51,9 @@ class _OneLineParser(argparse.ArgumentParser):
     """Command-line mistakes: one line and exit 2 (the full usage is in --help)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            EXIT_CONFIG, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n"
+        )
 
 
 class _PassAction(argparse.Action):
@@ -298,17 +300,20 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
     return dataclasses.replace(config, warnings=(*imported, *config.warnings))
 
 
-def config_error(exc: Exception) -> int:
-    """Print a config error as ONE line (parser messages such as PyYAML's span several
-    lines; a value echoed back can be huge) and return the exit status."""
-    text = " ".join(str(exc).split())
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[: MAX_ERROR_CHARS - 3] + "..."
-    print(f"vip-sidecar: config error: {text}", file=sys.stderr)
-    return EXIT_CONFIG
-
-
 MAX_ERROR_CHARS = 500
+
+
+def one_line(text: str) -> str:
+    """An error message as ONE readable line: parser messages (PyYAML's) span several
+    lines, and a value echoed back (an argument of 4000 digits) can be huge."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def config_error(exc: Exception) -> int:
+    """Print a config error as one line and return the exit status."""
+    print(f"vip-sidecar: config error: {one_line(str(exc))}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def configure_ns(
