@@ -18,8 +18,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from sidecar import config as cfgmod
+from sidecar import unixsock
 from sidecar.config import Config, ConfigError
 from sidecar.log import event, setup
+from sidecar.unixsock import BoundSocket
 
 EXIT_CONFIG = 2
 
@@ -171,6 +173,12 @@ EXTENSION_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
         "status_socket",
         "value",
         "unix socket for `vip-sidecar status` and `ctl`",
+    ),
+    (
+        ("--status-socket-group",),
+        "status_socket_group",
+        "value",
+        "group allowed to use the status socket (mode 0660); default: owner only (0600)",
     ),
     (
         ("--shutdown-timeout",),
@@ -363,16 +371,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_status(ns.socket, ns.url, ns.json)
     try:
         config, providers, only = configure_ns(ns, os.environ)
+        sockets: list[BoundSocket] = []
+        if ns.command == "run":
+            # everything the host can refuse is checked before the first log line
+            from sidecar.preflight import check_host
+
+            check_host(config)
+            sockets = bind_unix_sockets(config)
     except (ConfigError, ValueError) as exc:
         return config_error(exc)
     if ns.command == "check":
         from sidecar.preflight import run_checks
 
         return asyncio.run(run_checks(config, providers, only))
-    return run(config, providers)
+    try:
+        return run(config, providers, sockets)
+    finally:
+        for bound in sockets:
+            bound.remove()
 
 
-def run(config: Config, providers: dict[str, Any]) -> int:
+def bind_unix_sockets(config: Config) -> list[BoundSocket]:
+    """The unix sockets of --status-socket and --http unix:PATH, bound with their mode."""
+    bound: list[BoundSocket] = []
+    for field_name, value in (("http", config.http), ("status_socket", config.status_socket)):
+        if value and (value.startswith("unix:") or value.startswith("/")):
+            try:
+                bound.append(unixsock.bind(value.removeprefix("unix:"), config.status_socket_group))
+            except unixsock.SocketPathError as exc:
+                for done in bound:
+                    done.sock.close()
+                    done.remove()
+                raise ConfigError(field_name, str(exc)) from None
+    return bound
+
+
+def run(config: Config, providers: dict[str, Any], sockets: Sequence[BoundSocket] = ()) -> int:
     if config.daemonize:
         daemonize()
     for warning in setup(
@@ -396,15 +430,14 @@ def run(config: Config, providers: dict[str, Any]) -> int:
     async def main_async() -> int:
         runtime = Runtime(config, providers)
         server = None
-        if config.http or config.status_socket:
+        tcp = config.http if config.http and not config.http.startswith(("unix:", "/")) else None
+        if tcp or sockets:
             from sidecar.http import start_server
 
             try:
-                server = await start_server(runtime, config.http, config.status_socket)
+                server = await start_server(runtime, tcp, [b.sock for b in sockets])
             except (OSError, ValueError, OverflowError) as exc:
-                raise StartupError(
-                    f"http: cannot serve on {config.http or ''} {config.status_socket or ''}: {exc}"
-                ) from None
+                raise StartupError(f"http: cannot serve on {tcp}: {exc}") from None
         try:
             await runtime.run()
         finally:
@@ -415,9 +448,9 @@ def run(config: Config, providers: dict[str, Any]) -> int:
     try:
         return asyncio.run(main_async())
     except (TransportError, StartupError) as exc:
+        # one line: the log goes to stderr already (or to syslog when daemonized)
         event(logging.ERROR, str(exc), event="fatal")
-        print(f"vip-sidecar: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
 
 def daemonize() -> None:

@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from sidecar import parsing
+from sidecar import parsing, unixsock
 from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
 
 BROADCAST = IPv4Address("255.255.255.255")
@@ -93,6 +93,7 @@ class Config:
     log_format: str = "text"
     http: str | None = None
     status_socket: str | None = None
+    status_socket_group: int | None = None  # None: mode 0600; a gid: 0660 with that group
     shutdown_timeout: float = 10.0
     provider_hold_s: float = 2.0
     provider_hold_max_s: float = 60.0
@@ -287,6 +288,7 @@ GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "log_format": parsing.choice(LOG_FORMATS),
     "http": _http_address,
     "status_socket": parsing.text,
+    "status_socket_group": unixsock.parse_group,
     "shutdown_timeout": _seconds,
     "provider_hold_s": _seconds,
     "provider_hold_max_s": _seconds,

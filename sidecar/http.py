@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sidecar import parsing
+from sidecar import parsing, unixsock
+from sidecar.log import RateLimitedWarnings
 
 if TYPE_CHECKING:
     from sidecar.instance import VipInstance
     from sidecar.runtime import Runtime
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+_denied = RateLimitedWarnings()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,8 +44,25 @@ async def metrics(request: web.Request) -> web.Response:
 def _control_targets(request: web.Request) -> list[VipInstance]:
     """The VIPs a control request names; control changes state, so it is served over the
     unix socket only (its file mode is the ACL), never over TCP."""
-    if not isinstance(request.transport and request.transport.get_extra_info("sockname"), str):
+    transport = request.transport
+    if not isinstance(transport and transport.get_extra_info("sockname"), str):
         raise web.HTTPForbidden(text="control endpoints answer on the unix status socket only\n")
+    # the file mode lets readers of /status in; changing state takes root, the daemon's
+    # user or status_socket_group, checked on the kernel's word (SO_PEERCRED)
+    group = request.app[RUNTIME_KEY].config.status_socket_group
+    peer = unixsock.peer_credentials(transport and transport.get_extra_info("socket"))
+    if not unixsock.may_control(peer, group):
+        who = f"uid {peer.uid} gid {peer.gid} pid {peer.pid}" if peer else "an unknown peer"
+        _denied.warn(
+            "control",
+            f"control request from {who} refused: not root, this user or the socket's group",
+            event="control_denied",
+        )
+        raise web.HTTPForbidden(
+            text=f"control needs root, uid {os.geteuid()}"
+            + (f" or group {group}" if group is not None else "")
+            + f"; you are {who}\n"
+        )
     name = request.match_info.get("vip", "")
     chosen = [i for i in request.app[RUNTIME_KEY].instances if name in ("", "all", i.cfg.name)]
     if not chosen:
@@ -86,19 +108,16 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 async def start_server(
-    runtime: Runtime, address: str | None, unix_path: str | None
+    runtime: Runtime, address: str | None, unix_sockets: Sequence[socket.socket] = ()
 ) -> web.AppRunner:
+    """TCP on HOST:PORT, and the unix sockets already bound with their mode
+    (sidecar.unixsock.bind): listening starts here."""
     runner = web.AppRunner(make_app(runtime), access_log=None)
     await runner.setup()
-    sites: list[web.BaseSite] = []
-    for addr in (address, unix_path):
-        if not addr:
-            continue
-        if addr.startswith("unix:") or addr.startswith("/"):
-            sites.append(web.UnixSite(runner, addr.removeprefix("unix:")))
-        else:
-            host, port = split_address(addr)
-            sites.append(web.TCPSite(runner, host, port))
+    sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in unix_sockets]
+    if address:
+        host, port = split_address(address)
+        sites.append(web.TCPSite(runner, host, port))
     for site in sites:
         await site.start()
     return runner

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import inspect
+import socket
 from typing import Any
 
 from providers.base import Provider
 from sidecar import netif
-from sidecar.config import Config
+from sidecar.config import Config, ConfigError, VipConfig
+
+
+def host_problem(vip: VipConfig) -> tuple[str, str] | None:
+    """(field, message) when this host cannot speak for the VIP at all: the interface
+    is missing, or srcip is not one of its addresses (ucarp exits for both; advertising
+    from an address the host does not own would be a lie the peers believe)."""
+    if not netif.link_state(vip.interface).exists:
+        present = ", ".join(sorted(name for _, name in socket.if_nameindex()))
+        return "interface", f"no interface named {vip.interface} (present: {present})"
+    addresses = netif.ipv4_addresses(vip.interface)
+    if vip.srcip not in addresses:
+        have = ", ".join(sorted(map(str, addresses))) or "no IPv4 address"
+        return "srcip", f"{vip.srcip} is not an address of {vip.interface} (it has {have})"
+    return None
+
+
+def check_host(config: Config) -> None:
+    """`run` refuses to start on the first host problem: one ConfigError naming the field."""
+    for i, vip in enumerate(config.vips):
+        problem = host_problem(vip)
+        if problem is not None:
+            where = f"vips[{i}]." if len(config.vips) > 1 else ""
+            raise ConfigError(where + problem[0], problem[1])
 
 
 async def run_checks(config: Config, providers: dict[str, list[Provider]], only: str | None) -> int:
@@ -21,6 +45,11 @@ async def run_checks(config: Config, providers: dict[str, list[Provider]], only:
             f"  {mark:4} interface {vip.interface}: exists={link.exists} up={link.up} "
             f"carrier={link.running}"
         )
+        problem = host_problem(vip)
+        if link.exists:
+            failed += problem is not None
+            text = problem[1] if problem else f"{vip.srcip} is an address of {vip.interface}"
+            print(f"  {'FAIL' if problem else 'ok':4} srcip: {text}")
         for p in providers.get(vip.name, []):
             if only and p.name != only:
                 continue

@@ -65,6 +65,7 @@ class Runtime:
         self._housekeeper: asyncio.Task[None] | None = None
         self._carrier: dict[str, bool] = {}
         self.systemd = SystemdBridge(self)
+        self._src_present: dict[str, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self) -> None:
@@ -260,9 +261,35 @@ class Runtime:
                 level, f"interface {ifname} {what}", interface=ifname, event="carrier", carrier=up
             )
         self._carrier[ifname] = up
+        addresses = self._addresses(ifname) if state.exists else set()
         for inst in self.instances:
-            if inst.cfg.interface == ifname and not inst.cfg.ignoreifstate:
-                inst.apply(inst.election.set_carrier(up))
+            if inst.cfg.interface != ifname:
+                continue
+            # an srcip removed from the interface would make us advertise (and win) from
+            # an address the host no longer owns: the link counts as down until it is back
+            has_src = inst.cfg.srcip in addresses
+            if self._src_present.get(inst.cfg.name, True) != has_src:
+                event(
+                    logging.INFO if has_src else logging.ERROR,
+                    f"srcip {inst.cfg.srcip} is {'back' if has_src else 'no longer'} on "
+                    f"{ifname}" + ("" if has_src else ": counting the link as down"),
+                    vip=inst.cfg.name,
+                    interface=ifname,
+                    event="srcip",
+                    present=has_src,
+                )
+            self._src_present[inst.cfg.name] = has_src
+            link_ok = (up or inst.cfg.ignoreifstate) and has_src
+            inst.apply(inst.election.set_carrier(link_ok))
+
+    def _addresses(self, ifname: str) -> set[Any]:
+        try:
+            return netif.ipv4_addresses(ifname)
+        except OSError as exc:  # getifaddrs failing is no proof the address is gone
+            self._warn.warn(
+                f"addr/{ifname}", f"cannot list the addresses of {ifname}: {exc}", event="netif"
+            )
+            return set(self._own_src.get(ifname, ()))
 
     def _transport_current(self, ifname: str) -> bool:
         """Sockets are bound to an ifindex: when the interface is deleted and created

@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -19,7 +19,10 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+        try:
+            self.sock.connect(self._path)
+        except OSError as exc:  # say which socket: "Permission denied" alone helps nobody
+            raise ValueError(f"cannot connect to {self._path}: {exc.strerror or exc}") from None
 
 
 def fetch_status(socket_path: str | None, url: str | None, timeout: float = 5.0) -> Any:
@@ -42,8 +45,11 @@ def request(
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
-            raise ValueError(f"{method} {path}: HTTP {resp.status}: {body.decode().strip()}")
+            text = " ".join(body.decode(errors="replace").split())
+            raise ValueError(f"{method} {path}: HTTP {resp.status}: {text}")
         return json.loads(body)
+    except http.client.HTTPException as exc:  # a peer that is not our server
+        raise ValueError(f"{method} {path}: bad HTTP answer: {type(exc).__name__} {exc}") from None
     finally:
         conn.close()
 
@@ -109,10 +115,12 @@ def control(socket_path: str | None, action: str, vip: str, hold: float) -> int:
     if not socket_path:
         print("vip-sidecar ctl: give --socket PATH (or VIP_SIDECAR_STATUS_SOCKET)", file=sys.stderr)
         return 2
+    # names are one path segment: quote everything, '/', '#', '?' and spaces included
+    name = quote(vip, safe="")
     path = {
-        "demote": f"/v1/vips/{vip}/demote?hold={hold:g}",
-        "maintenance-on": f"/v1/vips/{vip}/maintenance/on",
-        "maintenance-off": f"/v1/vips/{vip}/maintenance/off",
+        "demote": f"/v1/vips/{name}/demote?hold={hold:g}",
+        "maintenance-on": f"/v1/vips/{name}/maintenance/on",
+        "maintenance-off": f"/v1/vips/{name}/maintenance/off",
     }[action]
     try:
         print(json.dumps(request(socket_path, None, "POST", path)))

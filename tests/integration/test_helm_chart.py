@@ -415,7 +415,7 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
     config = cli.load_config(ns, env)
 
     assert config.http == f"{HOST_IP}:{values['http']['port']}"
-    assert config.status_socket == "/run/vip-sidecar/status.sock"
+    assert config.status_socket == "/run/vip-sidecar/ctl/status.sock"
     assert config.daemonize is False and config.facility == "none"
     assert len(config.vips) == len(values["vips"])
     for vip, wanted in zip(config.vips, values["vips"], strict=True):

@@ -240,3 +240,34 @@ def test_command_line_mistake_is_one_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unrecognized arguments: --bogus" in err
+
+
+def test_missing_interface_is_one_line_naming_the_field(capsys):
+    err = one_error_line(
+        capsys, ["-i", "nosuch0", "-s", "10.0.0.2", "-v", "3", "-p", "pw", "-a", "10.0.0.9"]
+    )
+    assert err.startswith("vip-sidecar: config error: interface: no interface named nosuch0 (")
+
+
+def test_srcip_not_on_the_interface_is_refused_like_ucarp(capsys):
+    err = one_error_line(
+        capsys, ["-i", "lo", "-s", "10.0.0.2", "-v", "3", "-p", "pw", "-a", "10.0.0.9"]
+    )
+    assert err == (
+        "vip-sidecar: config error: srcip: 10.0.0.2 is not an address of lo (it has 127.0.0.1)"
+    )
+
+
+def test_check_reports_a_foreign_srcip(capsys):
+    rc = cli.main(["check", "-i", "lo", "-s", "10.0.0.2", "-v", "3", "-p", "pw", "-a", "10.0.0.9"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAIL srcip: 10.0.0.2 is not an address of lo" in out
+
+
+def test_ctl_quotes_names_and_errors_are_one_line(tmp_path, capsys):
+    # no daemon: the names must still make a valid request, and the failure one line
+    for name in ("a b", "a/b", "a#b", "x?y"):
+        rc = cli.main(["ctl", "demote", "--vip", name, "--socket", str(tmp_path / "none.sock")])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.count("\n") == 1, err
+        assert err.startswith(f"vip-sidecar ctl: cannot connect to {tmp_path}/none.sock: No such")
