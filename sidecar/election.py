@@ -226,15 +226,24 @@ class Election:
     def _answers_current(self, ticket: int | None) -> bool:
         return self.pending is not None and (ticket is None or ticket == self._ticket)
 
-    def step_down(self, reason: Reason, hold_s: float) -> list[Action]:
+    def step_down(
+        self, reason: Reason, hold_s: float, *, dead_after_hold: bool = False
+    ) -> list[Action]:
         """Leave MASTER now (provider failure, SIGUSR2, operator) and tell peers with a
-        bow-out so the best backup takes over without waiting for its dead timer."""
+        bow-out so the best backup takes over without waiting for its dead timer.
+
+        dead_after_hold: the dead interval starts when the hold ends, not now. That is
+        ucarp's SIGUSR2 (sleep(3), then carp_setrun() arms a fresh master-down timer):
+        alone, a node is MASTER again after 3 s + 3 x advbase, 6 s at -b 1, 12 s at -b 3."""
         self.hold_until = max(self.hold_until, self._clock() + hold_s)
         self.pending = None
         if self.state is not State.MASTER:
             self._arm_dead_timer()
             return []
-        return [SendAdvert(BOW_OUT, BOW_OUT), *self._enter_backup(reason)]
+        actions = [SendAdvert(BOW_OUT, BOW_OUT), *self._enter_backup(reason)]
+        if dead_after_hold and self._dead_at is not None:
+            self._dead_at = self.hold_until + self.dead_interval_s()
+        return actions
 
     def set_maintenance(self, on: bool) -> list[Action]:
         """Operator freeze: leave MASTER (bow-out) and never claim until switched off,

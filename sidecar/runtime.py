@@ -24,7 +24,7 @@ from sidecar.transport import InterfaceTransport, TransportError
 HOUSEKEEPING_S = 1.0
 MIN_TICK_S = 0.1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
-USR2_HOLD_S = 3.0  # ucarp sleeps 3 s after a SIGUSR2 demotion
+USR2_HOLD_S = 3.0  # ucarp sleeps 3 s after a SIGUSR2 demotion, then a full dead interval
 
 
 def node_name() -> str:
@@ -224,7 +224,9 @@ class Runtime:
                     vip=inst.cfg.name,
                     event="usr2",
                 )
-                inst.apply(inst.election.step_down(Reason.STEP_DOWN, USR2_HOLD_S))
+                inst.apply(
+                    inst.election.step_down(Reason.STEP_DOWN, USR2_HOLD_S, dead_after_hold=True)
+                )
 
     # -- housekeeping ----------------------------------------------------------------
     def tick_s(self) -> float:

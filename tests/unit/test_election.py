@@ -357,3 +357,16 @@ def test_maintenance_off_on_master_does_not_arm_a_stale_dead_timer():
     clock.advance(10)
     assert e.tick() == [SendAdvert(1, 0)]
     assert e.next_deadline() > clock.now
+
+
+@pytest.mark.parametrize(("advbase", "back_after"), [(1, 6.0), (3, 12.0)])
+def test_sigusr2_style_step_down_waits_the_hold_then_a_full_dead_interval(advbase, back_after):
+    # measured with the real ucarp: alone, MASTER again 6 s after SIGUSR2 at -b 1, 12 s at -b 3
+    e, clock = started(advbase=advbase)
+    to_master(e, clock)
+    acts = e.step_down(Reason.STEP_DOWN, hold_s=3, dead_after_hold=True)
+    assert acts[0] == SendAdvert(BOW_OUT, BOW_OUT)
+    clock.advance(back_after - 0.001)
+    assert e.tick() == [] and e.state is State.BACKUP
+    clock.advance(0.001)
+    assert transitions(e.tick()) == [Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN)]
