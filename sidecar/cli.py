@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from sidecar import config as cfgmod
@@ -31,10 +30,9 @@ class StartupError(RuntimeError):
 
 
 def package_version() -> str:
-    try:
-        return version("vip-sidecar")
-    except PackageNotFoundError:
-        return "0+unknown"
+    from sidecar import __version__
+
+    return __version__
 
 
 class _UsageError(ValueError):
