@@ -1,35 +1,88 @@
-"""The provider contract and the ordered, timeout-bounded pipeline of one VIP.
+"""The provider contract: hooks, what a provider may know, and the errors it raises.
 
 A provider is what happens to the world when a node becomes MASTER or BACKUP: an IP
 alias, a cloud API move, a Kubernetes Lease, a script. Providers are configured as an
-ordered list per VIP. `up` runs in list order, `down` in reverse; each call has its own
-timeout. The pipeline never raises: failures come back as values so the runtime can
-demote the node instead of crashing, and the advertisement loop keeps running because
-everything here is awaited in a separate task.
+ordered list per VIP; the daemon (sidecar.pipeline) calls them in order with a timeout
+each and turns every failure into a value, so a provider can fail or hang but never
+crash the node or delay an advertisement.
+
+Errors: raise a ProviderError subclass to say what kind of failure it is. The runtime
+reads the kind (a Veto refuses a promotion, OwnershipLost steps down at once, a
+RetryableError is retried on the next tick or transition, a PermanentError needs an
+operator); any other exception counts as permanent.
+
+Timing: the runtime tells a provider when it will call check() next (VipContext.timing);
+providers never copy the runtime's tick or jitter constants.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import importlib
-import logging
-import time
-from collections.abc import Awaitable, Callable
+import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
 from sidecar.config import Config, ProviderSpec, VipConfig
-from sidecar.log import event
 
 
-class ProviderConfigError(ValueError):
+class ErrorKind(enum.Enum):
+    VETO = "veto"  # pre_master: this node must not claim (a fence held elsewhere)
+    OWNERSHIP_LOST = "ownership_lost"  # the VIP belongs to someone else now
+    RETRYABLE = "retryable"  # transient (network, throttling); the same call may work later
+    PERMANENT = "permanent"  # configuration, permissions, a bug: retrying will not help
+
+
+class ProviderError(Exception):
+    """Base of every error a provider raises on purpose."""
+
+    kind: ErrorKind = ErrorKind.PERMANENT
+
+
+class Veto(ProviderError):
+    """Raised by pre_master() to refuse a promotion, with the reason as message."""
+
+    kind = ErrorKind.VETO
+
+
+class OwnershipLost(ProviderError):
+    """The VIP (or its fence: a lease, a cloud claim) now belongs to another node."""
+
+    kind = ErrorKind.OWNERSHIP_LOST
+
+
+class RetryableError(ProviderError):
+    kind = ErrorKind.RETRYABLE
+
+
+class PermanentError(ProviderError):
+    kind = ErrorKind.PERMANENT
+
+
+class ProviderConfigError(PermanentError, ValueError):
     """Bad provider options; raised at start-up, before any transition."""
 
 
-class Veto(Exception):
-    """Raised by pre_master() to refuse a promotion, with the reason as message."""
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The kind of any exception a provider hook raised (unknown ones are permanent)."""
+    if isinstance(exc, ProviderError):
+        return exc.kind
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.RETRYABLE
+    return ErrorKind.PERMANENT
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the runtime calls check(), told to the provider instead of it guessing.
+
+    check_within_s: the latest, in seconds after the start of the current check(), at
+    which the next check() starts (the provider's reassert_interval plus the runtime's
+    jitter and housekeeping grid). grid_s: the runtime's housekeeping period; check()
+    runs on that grid, so it may come up to one grid step late.
+    """
+
+    check_within_s: float | None = None
+    grid_s: float = 1.0
 
 
 @dataclass
@@ -40,7 +93,7 @@ class VipContext:
     node_name: str
     epoch: int = 0  # increments on every promotion; providers stamp it for fencing
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
 
     @property
     def addr(self) -> IPv4Address:
@@ -49,6 +102,9 @@ class VipContext:
     @property
     def interface(self) -> str:
         return self.vip.interface
+
+
+Preflight = list[tuple[bool, str]]
 
 
 class Provider:
@@ -91,9 +147,15 @@ class Provider:
         but keep serving (the address stays until down())."""
 
     async def check(self, ctx: VipContext) -> bool:
-        """While MASTER: verify and repair. Return True if something had to be repaired;
-        raise if the VIP cannot be held (the node then steps down)."""
+        """While MASTER, every reassert_interval: verify and repair. Return True if
+        something had to be repaired; raise (OwnershipLost, ...) if the VIP cannot be
+        held (the node then steps down)."""
         return False
+
+    async def preflight(self) -> Preflight:
+        """`vip-sidecar check`, after init(): (ok, text) lines proving that the provider
+        could act (reachability, permissions as dry runs). Must change nothing."""
+        return [(True, "initialised")]
 
     async def close(self) -> None:
         """Release clients at exit."""
@@ -102,140 +164,3 @@ class Provider:
         """Provider-specific facts for /status; numeric values also become metrics
         (vip_sidecar_provider_value{provider,key})."""
         return {}
-
-
-@dataclass
-class ProviderResult:
-    action: str
-    ok: bool
-    duration_s: float
-    at: float
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    provider: str
-    action: str
-    error: str
-    timed_out: bool = False
-
-
-Observer = Callable[[str, ProviderResult], None]
-
-
-def load_provider(spec: ProviderSpec, vip: VipConfig, config: Config) -> Provider:
-    """Import only the providers that are configured (boto3 and the kubernetes client
-    are heavy; a node that only needs an alias never loads them)."""
-    module_name = spec.name if "." in spec.name else f"providers.{spec.name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ProviderConfigError(
-            f"provider {spec.name!r}: cannot import {module_name}: {exc}"
-        ) from None
-    factory = getattr(module, "create", None)
-    if factory is None:
-        raise ProviderConfigError(f"provider {spec.name!r}: {module_name} has no create()")
-    provider = factory(spec, vip, config)
-    if not isinstance(provider, Provider):
-        raise ProviderConfigError(f"provider {spec.name!r}: create() did not return a Provider")
-    return provider
-
-
-class Pipeline:
-    def __init__(self, providers: list[Provider], observer: Observer | None = None) -> None:
-        self.providers = providers
-        self.results: dict[str, ProviderResult] = {}
-        self._observer = observer
-
-    @property
-    def can_veto(self) -> bool:
-        return any(p.can_veto for p in self.providers)
-
-    @property
-    def announces(self) -> bool:
-        return any(p.announces for p in self.providers)
-
-    async def init(self) -> list[Failure]:
-        return [f for p in self.providers if (f := await self._call(p, "init", p.init)) is not None]
-
-    async def pre_master(self, ctx: VipContext) -> str | None:
-        """None if every provider agrees to the promotion, else the first refusal."""
-        for p in self.providers:
-            if not p.can_veto:
-                continue
-            failure = await self._call(p, "pre_master", functools.partial(p.pre_master, ctx))
-            if failure is not None:
-                return f"{p.name}: {failure.error}"
-        return None
-
-    async def up(self, ctx: VipContext) -> Failure | None:
-        """Run up() in order; stop at the first failure and undo what already ran."""
-        for i, p in enumerate(self.providers):
-            failure = await self._call(p, "up", functools.partial(p.up, ctx))
-            if failure is not None:
-                await self._down_each(reversed(self.providers[: i + 1]), ctx)
-                return failure
-        return None
-
-    async def down(self, ctx: VipContext) -> list[Failure]:
-        return await self._down_each(reversed(self.providers), ctx)
-
-    async def bow_out(self, ctx: VipContext) -> list[Failure]:
-        failures = []
-        for p in reversed(self.providers):
-            failure = await self._call(p, "bow_out", functools.partial(p.bow_out, ctx))
-            if failure is not None:
-                failures.append(failure)
-        return failures
-
-    async def check(self, ctx: VipContext, provider: Provider) -> Failure | None:
-        return await self._call(provider, "check", functools.partial(provider.check, ctx))
-
-    async def close(self) -> None:
-        for p in self.providers:
-            await self._call(p, "close", p.close)
-
-    async def _down_each(self, providers: Any, ctx: VipContext) -> list[Failure]:
-        failures = []
-        for p in providers:
-            failure = await self._call(p, "down", functools.partial(p.down, ctx))
-            if failure is not None:
-                failures.append(failure)
-        return failures
-
-    async def _call(
-        self, p: Provider, action: str, fn: Callable[[], Awaitable[Any]]
-    ) -> Failure | None:
-        start = time.monotonic()
-        failure: Failure | None = None
-        try:
-            await asyncio.wait_for(fn(), timeout=p.timeout)
-        except TimeoutError:
-            failure = Failure(p.name, action, f"timed out after {p.timeout:g}s", timed_out=True)
-        except Veto as exc:
-            failure = Failure(p.name, action, str(exc) or "promotion refused")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a provider bug must never take the daemon down
-            failure = Failure(p.name, action, f"{type(exc).__name__}: {exc}")
-        duration = time.monotonic() - start
-        result = ProviderResult(
-            action, failure is None, duration, time.time(), failure.error if failure else None
-        )
-        self.results[p.name] = result
-        if self._observer is not None:
-            self._observer(p.name, result)
-        if failure is not None and action != "pre_master":
-            event(
-                logging.ERROR,
-                f"provider {p.name} {action} failed: {failure.error}",
-                vip=p.vip.name,
-                provider=p.name,
-                action=action,
-                error=failure.error,
-                duration_s=round(duration, 6),
-                event="provider_failure",
-            )
-        return failure

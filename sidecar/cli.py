@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+from providers import registry
 from sidecar import config as cfgmod
 from sidecar import unixsock
 from sidecar.config import Config, ConfigError
@@ -143,7 +144,7 @@ EXTENSION_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
         ("--provider",),
         "providers",
         "append",
-        "provider to run on transitions (alias, aws, kubernetes, script)",
+        f"provider to run on transitions ({', '.join(registry.BUILTINS)}, or installed ones)",
     ),
     (("--name",), "name", "value", "VIP name used in logs, metrics and labels"),
     (("--config",), "config", "value", "YAML/TOML/JSON config file (or VIP_SIDECAR_CONFIG)"),

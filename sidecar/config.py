@@ -23,6 +23,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from providers import registry
 from sidecar import parsing, unixsock
 from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
 
@@ -34,7 +35,6 @@ SYSLOG_FACILITIES = (
     "auth authpriv cron daemon ftp kern lpr mail mark news security syslog user uucp "
     "local0 local1 local2 local3 local4 local5 local6 local7 none"
 ).split()
-BUILTIN_PROVIDERS = ("alias", "aws", "kubernetes", "script")
 
 
 class ConfigError(ValueError):
@@ -241,9 +241,9 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
         if labels.count(label) > 1:
             raise ValueError(f"provider {label!r} appears twice; give each one a distinct 'id'")
     for spec in specs:
-        if spec.name not in BUILTIN_PROVIDERS and "." not in spec.name:
+        if not registry.is_known(spec.name):
             raise ValueError(
-                f"unknown provider {spec.name!r}; accepted: {', '.join(BUILTIN_PROVIDERS)} "
+                f"unknown provider {spec.name!r}; accepted: {', '.join(registry.known_names())} "
                 "or a dotted module path"
             )
     return tuple(specs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from providers.base import Failure, Pipeline, Provider, ProviderResult, VipContext
+from providers.base import Provider, Timing, VipContext, error_kind
 from sidecar import carp
 from sidecar.config import Config, VipConfig
 from sidecar.counter import AdvertCounter, ReplayGuard
@@ -36,11 +36,13 @@ from sidecar.election import (
     Transition,
 )
 from sidecar.log import RateLimitedWarnings, event
+from sidecar.pipeline import Pipeline, ProviderFailure, ProviderResult
 from sidecar.stats import VipStats
 from sidecar.transport import InterfaceTransport
 
-MAX_DEMOTION = 240
-INIT_RETRY_S = 15.0  # BSD caps its demotion counter here; 255 is reserved for bow-out
+MAX_DEMOTION = 240  # BSD caps its demotion counter here; 255 is reserved for bow-out
+INIT_RETRY_S = 15.0
+CHECK_JITTER = 0.1  # provider checks run every reassert_interval +- 10 %
 
 REASON_MESSAGES = {
     Reason.PREFERRED_MASTER: "Preferred master advertised: going back to BACKUP state",
@@ -138,6 +140,8 @@ class VipInstance:
         self._garp_after_up = False
         self._checking = False
         self._veto_task: asyncio.Future[Any] | None = None
+        #: the runtime's housekeeping period (it calls housekeeping() on this grid)
+        self.grid_s = 1.0
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -473,7 +477,7 @@ class VipInstance:
             await self.pipeline.down(self.ctx)
             self.applied = State.BACKUP
 
-    def _on_provider_failure(self, failure: Failure) -> None:
+    def _on_provider_failure(self, failure: ProviderFailure) -> None:
         hold = self._register_failure(f"{failure.provider} {failure.action}: {failure.error}")
         event(
             logging.ERROR,
@@ -551,6 +555,10 @@ class VipInstance:
             for p in due:
                 if self.desired is not State.MASTER or p.reassert_interval is None:
                     return
+                # the latest the next check() starts: one jittered period after this
+                # one was scheduled, rounded up to the housekeeping grid
+                within = p.reassert_interval * (1 + CHECK_JITTER) + self.grid_s
+                self.ctx.timing = Timing(check_within_s=within, grid_s=self.grid_s)
                 try:
                     repaired = await asyncio.wait_for(p.check(self.ctx), timeout=p.timeout)
                 except Exception as exc:  # any failure to hold the VIP means step down
@@ -560,7 +568,8 @@ class VipInstance:
                     )
                     # bow out first so the peer takes over now; the worker then runs the
                     # down actions once this lock is released (applied is still MASTER)
-                    self._on_provider_failure(Failure(p.name, "check", error))
+                    failure = ProviderFailure(p.name, "check", error, error_kind(exc))
+                    self._on_provider_failure(failure)
                     return
                 if repaired:
                     self.stats.repairs[p.name] += 1
@@ -672,4 +681,4 @@ def provider_details(p: Provider) -> dict[str, Any]:
 
 
 def _jitter(period: float) -> float:
-    return period * random.uniform(0.9, 1.1)
+    return period * random.uniform(1 - CHECK_JITTER, 1 + CHECK_JITTER)

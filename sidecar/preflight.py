@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import socket
-from typing import Any
 
 from providers.base import Provider
 from sidecar import netif
@@ -53,15 +51,9 @@ async def run_checks(config: Config, providers: dict[str, list[Provider]], only:
         for p in providers.get(vip.name, []):
             if only and p.name != only:
                 continue
-            preflight = getattr(p, "preflight", None)
             try:
                 await p.init()
-                lines: list[tuple[bool, str]] = [(True, "initialised")]
-                if preflight is not None:
-                    result: Any = preflight()
-                    if inspect.isawaitable(result):
-                        result = await result
-                    lines = list(result)
+                lines = await p.preflight()
             except Exception as exc:
                 lines = [(False, f"{type(exc).__name__}: {exc}")]
             for ok, text in lines:

@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from providers.base import Provider, load_provider
+from providers.base import Provider
+from providers.registry import load_provider
 from sidecar import carp, netif
 from sidecar.config import Config
 from sidecar.election import Reason, State
@@ -241,6 +242,8 @@ class Runtime:
 
     async def _housekeeping(self) -> None:
         tick = self.tick_s()
+        for inst in self.instances:
+            inst.grid_s = tick  # providers are told when their next check() comes
         while True:
             self.loop_heartbeat = time.monotonic()
             for ifname in self.transports:

@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 
-from providers.aws import AwsProvider, create
-from providers.aws_api import clear_clients
-from providers.aws_errors import AwsPermissionError, AwsVerifyTimeout
-from providers.aws_imds import ImdsClient
+from providers.aws.api import clear_clients
+from providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
+from providers.aws.imds import ImdsClient
+from providers.aws.provider import AwsProvider, create
 from providers.base import VipContext
 from sidecar.config import build_config
 from tests.awsfakes.imds import FakeImds

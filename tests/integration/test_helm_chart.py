@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from providers import registry
 from sidecar import cli
 from sidecar import config as cfgmod
 from tests.integration import helmutil
@@ -200,7 +201,7 @@ def test_schema_covers_every_config_field() -> None:
     per_vip_only = {"addr", "name"}  # one value for every VIP makes no sense
     assert config_props == daemon - managed - per_vip_only
     assert vip_props - {"passwordKey"} == set(cfgmod.VIP_FIELDS) - managed - {"srcip"}
-    assert set(cfgmod.BUILTIN_PROVIDERS) == set(schema["definitions"]["provider"]["then"]["enum"])
+    assert set(registry.BUILTINS) == set(schema["definitions"]["provider"]["then"]["enum"])
 
 
 # ------------------------------------------------------------------ security facts

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import Veto, VipContext
-from providers.k8s_api import API_CALLS, rbac_triples
+from providers.base import OwnershipLost, Veto, VipContext
 from providers.kubernetes import KubernetesProvider
+from providers.kubernetes.api import API_CALLS, rbac_triples
 from sidecar.config import ProviderSpec, build_config
 from tests.k8sfake import FakeApiServer, self_signed_cert
 
@@ -126,7 +126,7 @@ async def test_outage_modes_failsafe_keeps_for_the_lease_then_steps_down(apiserv
     await a.up(ca)
     apiserver.set_outage(mode)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="apiserver_outage=failsafe") as err:
+    with pytest.raises(OwnershipLost, match="apiserver_outage=failsafe") as err:
         await run_checks(a, ca, 10.0)
     kept = time.monotonic() - t0
     # 4 s lease minus one decision latency (1.1 s tick + 1 s housekeeping + 0.5 s call)

@@ -1,6 +1,6 @@
 """The chart's RBAC is exactly what the Kubernetes provider calls (issue 5, must-show 5).
 
-The provider declares every call it makes in providers.k8s_api.API_CALLS (and refuses
+The provider declares every call it makes in providers.kubernetes.api.API_CALLS (and refuses
 to make one that is not there; the fake apiserver tests check that the requests it
 really sends match the table). Here the table is compared, as (group, resource, verb)
 sets and with exact equality, with:
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from providers.k8s_api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, rbac_triples
 from providers.kubernetes import parse_options
+from providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, rbac_triples
 from sidecar.config import ProviderSpec, build_config
 from tests.integration import helmutil
 

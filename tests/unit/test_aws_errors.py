@@ -8,12 +8,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from providers.aws_errors import (
+from providers.aws.errors import (
     AwsConfigError,
     AwsCredentialsError,
     AwsPermissionError,
     AwsRetryExhausted,
-    ErrorKind,
+    Cause,
     classify,
     is_retryable,
     translate,
@@ -24,41 +24,41 @@ from tests.awsfakes.fake_ec2 import client_error
 @pytest.mark.parametrize(
     ("code", "status", "kind"),
     [
-        ("RequestLimitExceeded", 503, ErrorKind.THROTTLED),
-        ("EC2ThrottledException", 503, ErrorKind.THROTTLED),
-        ("Throttling", 400, ErrorKind.THROTTLED),
-        ("InternalError", 500, ErrorKind.TRANSIENT),
-        ("ServiceUnavailable", 503, ErrorKind.TRANSIENT),
-        ("Unavailable", 503, ErrorKind.TRANSIENT),
-        ("RequestTimeout", 400, ErrorKind.TRANSIENT),
-        ("500", 500, ErrorKind.TRANSIENT),  # an HTML 500 page: botocore's code is the status
-        ("SomethingNew", 502, ErrorKind.TRANSIENT),
-        ("UnauthorizedOperation", 403, ErrorKind.DENIED),
-        ("AccessDenied", 403, ErrorKind.DENIED),
-        ("AuthFailure", 401, ErrorKind.DENIED),
-        ("OptInRequired", 401, ErrorKind.DENIED),
-        ("ExpiredToken", 400, ErrorKind.CREDENTIALS),
-        ("RequestExpired", 400, ErrorKind.CREDENTIALS),
-        ("InvalidClientTokenId", 403, ErrorKind.CREDENTIALS),
-        ("InvalidNetworkInterfaceID.NotFound", 400, ErrorKind.NOT_FOUND),
-        ("InvalidAllocationID.NotFound", 400, ErrorKind.NOT_FOUND),
-        ("InvalidRouteTableID.NotFound", 400, ErrorKind.NOT_FOUND),
-        ("InvalidInstanceID.Malformed", 400, ErrorKind.NOT_FOUND),
-        ("InvalidParameterValue", 400, ErrorKind.INVALID),
-        ("RouteAlreadyExists", 400, ErrorKind.INVALID),
-        ("Resource.AlreadyAssociated", 400, ErrorKind.INVALID),
-        ("DryRunOperation", 412, ErrorKind.OTHER),
+        ("RequestLimitExceeded", 503, Cause.THROTTLED),
+        ("EC2ThrottledException", 503, Cause.THROTTLED),
+        ("Throttling", 400, Cause.THROTTLED),
+        ("InternalError", 500, Cause.TRANSIENT),
+        ("ServiceUnavailable", 503, Cause.TRANSIENT),
+        ("Unavailable", 503, Cause.TRANSIENT),
+        ("RequestTimeout", 400, Cause.TRANSIENT),
+        ("500", 500, Cause.TRANSIENT),  # an HTML 500 page: botocore's code is the status
+        ("SomethingNew", 502, Cause.TRANSIENT),
+        ("UnauthorizedOperation", 403, Cause.DENIED),
+        ("AccessDenied", 403, Cause.DENIED),
+        ("AuthFailure", 401, Cause.DENIED),
+        ("OptInRequired", 401, Cause.DENIED),
+        ("ExpiredToken", 400, Cause.CREDENTIALS),
+        ("RequestExpired", 400, Cause.CREDENTIALS),
+        ("InvalidClientTokenId", 403, Cause.CREDENTIALS),
+        ("InvalidNetworkInterfaceID.NotFound", 400, Cause.NOT_FOUND),
+        ("InvalidAllocationID.NotFound", 400, Cause.NOT_FOUND),
+        ("InvalidRouteTableID.NotFound", 400, Cause.NOT_FOUND),
+        ("InvalidInstanceID.Malformed", 400, Cause.NOT_FOUND),
+        ("InvalidParameterValue", 400, Cause.INVALID),
+        ("RouteAlreadyExists", 400, Cause.INVALID),
+        ("Resource.AlreadyAssociated", 400, Cause.INVALID),
+        ("DryRunOperation", 412, Cause.OTHER),
     ],
 )
 def test_classify_by_code(code, status, kind):
     assert classify(client_error(code, status)) is kind
-    assert is_retryable(kind) == (kind in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT))
+    assert is_retryable(kind) == (kind in (Cause.THROTTLED, Cause.TRANSIENT))
 
 
 def test_message_text_is_ignored():
     err = client_error("UnauthorizedOperation", 403)
     err.response["Error"]["Message"] = "Request limit exceeded. Please retry (throttling)"
-    assert classify(err) is ErrorKind.DENIED
+    assert classify(err) is Cause.DENIED
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_message_text_is_ignored():
     ],
 )
 def test_network_failures_are_transient(exc):
-    assert classify(exc) is ErrorKind.TRANSIENT
+    assert classify(exc) is Cause.TRANSIENT
 
 
 def test_translate_gives_operator_messages():

@@ -3,7 +3,7 @@
 import pytest
 
 from providers.aws import create
-from providers.aws_options import parse_options
+from providers.aws.options import parse_options
 from providers.base import ProviderConfigError
 from sidecar.config import build_config
 

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from providers.aws import ACT_INTERVAL_S, AwsProvider
-from providers.aws_api import SharedClient, clear_clients
-from providers.aws_errors import (
+from providers.aws.api import SharedClient, clear_clients
+from providers.aws.errors import (
     AwsConfigError,
     AwsFenceLost,
     AwsPermissionError,
     AwsRetryExhausted,
     AwsVerifyTimeout,
 )
+from providers.aws.provider import ACT_INTERVAL_S, AwsProvider
 from providers.base import VipContext
 from sidecar.config import build_config
 from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, client_error

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from providers.aws_api import Ec2Api
-from providers.aws_errors import AwsConfigError, AwsPermissionError, AwsRetryExhausted
-from providers.aws_retry import Backoff, Plan, converge
+from providers.aws.api import Ec2Api
+from providers.aws.errors import AwsConfigError, AwsPermissionError, AwsRetryExhausted
+from providers.aws.retry import Backoff, Plan, converge
 from tests.awsfakes.fake_ec2 import FakeClock, client_error
 
 

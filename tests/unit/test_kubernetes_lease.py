@@ -1,4 +1,4 @@
-"""Pure Lease rules (providers/k8s_lease.py): expiry, transitions, release, failsafe.
+"""Pure Lease rules (providers/kubernetes/lease.py): expiry, transitions, release, failsafe.
 
 Every time is passed in: no clock is read, nothing sleeps.
 """
@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from providers.k8s_lease import (
+from providers.kubernetes.lease import (
     ANNOTATION_POD,
+    LeaseObserver,
     LeaseRecord,
-    Observer,
     OutagePolicy,
     Standing,
     acquired,
@@ -105,7 +105,7 @@ def test_expiry_by_local_observation_ignores_a_holder_clock_running_ahead():
     # the holder's clock is 1 h ahead: its renewTime looks valid for an hour, but it has
     # not changed for a whole lease duration since we first saw it (client-go's rule)
     rec = held_by("a", T0 + timedelta(hours=1), duration=10)
-    obs = Observer()
+    obs = LeaseObserver()
     since = obs.see(rec, 500.0)
     assert verdict(rec, mono=509.9, since=since).standing is Standing.HELD
     assert verdict(rec, mono=509.9, since=since).remaining_s == pytest.approx(0.1)
@@ -113,7 +113,7 @@ def test_expiry_by_local_observation_ignores_a_holder_clock_running_ahead():
 
 
 def test_observation_restarts_whenever_the_resource_version_changes():
-    obs = Observer()
+    obs = LeaseObserver()
     assert obs.see(held_by("a", T0, rv="5"), 10.0) == 10.0
     assert obs.see(held_by("a", T0, rv="5"), 15.0) == 10.0
     assert obs.see(held_by("a", T0, rv="6"), 16.0) == 16.0  # a renewal

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from providers.base import ProviderConfigError, Veto, VipContext
-from providers.k8s_api import (
+from providers.base import OwnershipLost, ProviderConfigError, Veto, VipContext
+from providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
+from providers.kubernetes.api import (
     API_CALLS,
     EVENT_CREATE,
     LEASE_CREATE,
@@ -28,10 +29,9 @@ from providers.k8s_api import (
     POD_GET,
     POD_PATCH,
     ApiCall,
-    Failure,
+    ApiFailure,
     KubeApiError,
 )
-from providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
 from sidecar.config import ProviderSpec, build_config
 from tests.k8sfake.store import ApiError, Store
 from tests.unit.fakes import FakeClock
@@ -42,8 +42,8 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": 5, "pass": "x",
                        "addr": "10.0.0.100"})
 VIP = CONFIG.vips[0]
-FAILURES = {409: Failure.CONFLICT, 404: Failure.NOT_FOUND, 403: Failure.FORBIDDEN,
-            400: Failure.INVALID, 422: Failure.INVALID}
+FAILURES = {409: ApiFailure.CONFLICT, 404: ApiFailure.NOT_FOUND, 403: ApiFailure.FORBIDDEN,
+            400: ApiFailure.INVALID, 422: ApiFailure.INVALID}
 
 
 class StoreApi:
@@ -65,13 +65,13 @@ class StoreApi:
         if hook is not None:
             hook()
         if self.down:
-            raise KubeApiError(call, Failure.UNAVAILABLE, 0, "unreachable: connection refused")
+            raise KubeApiError(call, ApiFailure.UNAVAILABLE, 0, "unreachable: connection refused")
         if call in self.deny:
-            raise KubeApiError(call, Failure.FORBIDDEN, 403, "HTTP 403: forbidden")
+            raise KubeApiError(call, ApiFailure.FORBIDDEN, 403, "HTTP 403: forbidden")
         try:
             return fn()
         except ApiError as exc:
-            failure = FAILURES.get(exc.code, Failure.UNAVAILABLE)
+            failure = FAILURES.get(exc.code, ApiFailure.UNAVAILABLE)
             raise KubeApiError(call, failure, exc.code, f"HTTP {exc.code}: {exc.message}"
                                ) from None
 
@@ -84,7 +84,7 @@ class StoreApi:
         try:
             return await self._do(LEASE_GET, lambda: self.store.get(self.key("leases", name)))
         except KubeApiError as exc:
-            if exc.failure is Failure.NOT_FOUND:
+            if exc.failure is ApiFailure.NOT_FOUND:
                 return None
             raise
 
@@ -172,8 +172,8 @@ async def settle(p: KubernetesProvider) -> None:
     """Let background event tasks finish."""
     for _ in range(5):
         await asyncio.sleep(0)
-    if p._background:
-        await asyncio.wait(set(p._background), timeout=1)
+    if p.publisher.background:
+        await asyncio.wait(set(p.publisher.background), timeout=1)
 
 
 async def promote(p: KubernetesProvider, ctx: VipContext) -> None:
@@ -196,7 +196,6 @@ async def test_first_promotion_creates_the_lease_labels_and_reports(world):
     assert spec["leaseDurationSeconds"] == 10 and spec["leaseTransitions"] == 0
     assert world.labels("pods", "pod-a") == {"app": "x", "vip-sidecar.io/vhid5": "master"}
     assert world.labels("nodes", "node-a") == {"zone": "a", "vip-sidecar.io/vhid5": "master"}
-    assert ctx.extra["kubernetes.lease_transitions"] == 0
     await settle(a)
     ev = world.events()[-1]
     assert ev["reason"] == "BecameMaster" and ev["type"] == "Normal"
@@ -234,7 +233,6 @@ async def test_backup_waits_for_a_crashed_holder_then_takes_over_and_fixes_its_l
     await b.up(cb)
     spec = world.lease()
     assert spec["holderIdentity"] == "pod-b" and spec["leaseTransitions"] == 1
-    assert cb.extra["kubernetes.lease_transitions"] == 1
     # a was killed: it never said backup; b relabels it from the Lease's annotations
     assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "backup"
     assert world.labels("nodes", "node-a")["vip-sidecar.io/vhid5"] == "backup"
@@ -397,7 +395,7 @@ async def measure_outage(world, policy: str) -> float:
         world.clock.advance(a.reassert_interval)
         try:
             await a.check(ca)
-        except RuntimeError as exc:
+        except OwnershipLost as exc:
             assert "stepping down" in str(exc) and f"apiserver_outage={policy}" in str(exc)
             return world.clock.now - start
     raise AssertionError("never stepped down")
@@ -426,7 +424,7 @@ async def test_failsafe_survives_an_outage_shorter_than_the_lease(world):
     api.down = False
     world.clock.advance(1.0)
     await a.check(ca)
-    assert a._outage_since is None
+    assert a.holder.outage_since is None
     for _ in range(30):  # the term is counted from the new renewal again
         world.clock.advance(1.0)
         await a.check(ca)
@@ -439,7 +437,7 @@ async def test_failsafe_counts_a_hung_renewal_as_a_failure(world):
     api.deny.add(LEASE_UPDATE)  # RBAC revoked: same policy as unreachable
     world.clock.advance(2.0)
     assert await a.check(ca) is False
-    assert a._outage_since is not None
+    assert a.holder.outage_since is not None
 
 
 async def test_label_failures_do_not_fail_up_and_are_repaired_by_check(world):

@@ -4,8 +4,9 @@ import asyncio
 
 import pytest
 
-from providers.base import Pipeline, Provider, Veto, VipContext
+from providers.base import Provider, Veto, VipContext
 from sidecar.config import Config, ProviderSpec
+from sidecar.pipeline import Pipeline
 from tests.unit.fakes import vip_config
 
 VIP = vip_config()

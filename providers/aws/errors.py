@@ -9,8 +9,12 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from providers.base import ErrorKind, OwnershipLost, ProviderError
 
-class ErrorKind(enum.Enum):
+
+class Cause(enum.Enum):
+    """What an EC2 failure is about (decides retrying; ProviderError.kind follows)."""
+
     THROTTLED = "throttled"  # retry with backoff
     TRANSIENT = "transient"  # 5xx, timeouts, connection errors: retry with backoff
     DENIED = "denied"  # missing IAM permission: no retry, demote, alert
@@ -106,10 +110,10 @@ CREDENTIAL_EXCEPTIONS = frozenset(
 )
 
 
-class AwsError(Exception):
+class AwsError(ProviderError):
     """Base of every error the AWS provider raises on purpose."""
 
-    kind: ErrorKind = ErrorKind.OTHER
+    cause: Cause = Cause.OTHER
 
     def __init__(self, message: str, *, code: str | None = None, op: str | None = None) -> None:
         super().__init__(message)
@@ -118,7 +122,7 @@ class AwsError(Exception):
 
 
 class AwsPermissionError(AwsError):
-    kind = ErrorKind.DENIED
+    cause = Cause.DENIED
 
     @property
     def iam_action(self) -> str:
@@ -126,25 +130,30 @@ class AwsPermissionError(AwsError):
 
 
 class AwsCredentialsError(AwsError):
-    kind = ErrorKind.CREDENTIALS
+    cause = Cause.CREDENTIALS
 
 
 class AwsConfigError(AwsError):
     """A configured or discovered id is wrong, or a mode's preconditions are not met."""
 
-    kind = ErrorKind.NOT_FOUND
+    cause = Cause.NOT_FOUND
 
 
 class AwsRetryExhausted(AwsError):
-    kind = ErrorKind.TRANSIENT
+    cause = Cause.TRANSIENT
+    kind = ErrorKind.RETRYABLE
 
 
 class AwsVerifyTimeout(AwsError):
     """The calls were accepted but EC2 never showed the VIP pointing at this node."""
 
+    kind = ErrorKind.RETRYABLE
 
-class AwsFenceLost(AwsError):
+
+class AwsFenceLost(AwsError, OwnershipLost):
     """Another node wrote a higher fencing epoch: it claimed the VIP after us."""
+
+    kind = ErrorKind.OWNERSHIP_LOST
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -171,36 +180,36 @@ def retry_attempts(obj: Any) -> int:
     return int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
 
 
-def classify(exc: BaseException) -> ErrorKind:
+def classify(exc: BaseException) -> Cause:
     code = error_code(exc)
     if code is not None:
         if code in THROTTLE_CODES:
-            return ErrorKind.THROTTLED
+            return Cause.THROTTLED
         if code in TRANSIENT_CODES:
-            return ErrorKind.TRANSIENT
+            return Cause.TRANSIENT
         if code in DENIED_CODES:
-            return ErrorKind.DENIED
+            return Cause.DENIED
         if code in CREDENTIAL_CODES:
-            return ErrorKind.CREDENTIALS
+            return Cause.CREDENTIALS
         if code.endswith((".NotFound", ".Malformed")):
-            return ErrorKind.NOT_FOUND
+            return Cause.NOT_FOUND
         if code in INVALID_CODES or code.startswith("Invalid"):
-            return ErrorKind.INVALID
+            return Cause.INVALID
     status = http_status(exc)
     if status is not None and status >= 500:
         # codeless 5xx (a proxy's HTML page, an emulator's crash page) is a server fault
-        return ErrorKind.TRANSIENT
+        return Cause.TRANSIENT
     if code is None:
         names = {cls.__name__ for cls in type(exc).__mro__}
         if names & TRANSIENT_EXCEPTIONS:
-            return ErrorKind.TRANSIENT
+            return Cause.TRANSIENT
         if names & CREDENTIAL_EXCEPTIONS:
-            return ErrorKind.CREDENTIALS
-    return ErrorKind.OTHER
+            return Cause.CREDENTIALS
+    return Cause.OTHER
 
 
-def is_retryable(kind: ErrorKind) -> bool:
-    return kind in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT)
+def is_retryable(kind: Cause) -> bool:
+    return kind in (Cause.THROTTLED, Cause.TRANSIENT)
 
 
 def iam_action(op: str) -> str:
@@ -213,7 +222,7 @@ def translate(exc: BaseException, op: str, context: str = "") -> AwsError:
     kind = classify(exc)
     code = error_code(exc)
     where = f" ({context})" if context else ""
-    if kind is ErrorKind.DENIED:
+    if kind is Cause.DENIED:
         return AwsPermissionError(
             f"{op}{where} denied with {code}: the credentials lack the IAM permission "
             f"{iam_action(op)} for this resource; grant it (see docs/aws.md for the minimal "
@@ -221,14 +230,14 @@ def translate(exc: BaseException, op: str, context: str = "") -> AwsError:
             code=code,
             op=op,
         )
-    if kind is ErrorKind.CREDENTIALS:
+    if kind is Cause.CREDENTIALS:
         return AwsCredentialsError(
             f"{op}{where} failed: AWS credentials missing, invalid or expired "
             f"({code or type(exc).__name__}); check IRSA / instance role and the clock",
             code=code,
             op=op,
         )
-    if kind is ErrorKind.NOT_FOUND:
+    if kind is Cause.NOT_FOUND:
         return AwsConfigError(
             f"{op}{where}: {code}: a configured or discovered id does not exist in this "
             "region/account - check the aws provider options (eni_id, allocation_id, "
@@ -236,13 +245,13 @@ def translate(exc: BaseException, op: str, context: str = "") -> AwsError:
             code=code,
             op=op,
         )
-    if kind in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT):
+    if kind in (Cause.THROTTLED, Cause.TRANSIENT):
         return AwsRetryExhausted(
             f"{op}{where} kept failing with {code or type(exc).__name__} until the deadline",
             code=code,
             op=op,
         )
-    if kind is ErrorKind.INVALID:
+    if kind is Cause.INVALID:
         return AwsConfigError(f"{op}{where} rejected with {code}: {exc}", code=code, op=op)
     detail = code or type(exc).__name__
     return AwsError(f"{op}{where} failed: {detail}: {exc}", code=code, op=op)

@@ -21,16 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.aws_errors import (
+from providers.aws.errors import (
     AwsRetryExhausted,
-    ErrorKind,
+    Cause,
     classify,
     error_code,
     is_retryable,
     retry_attempts,
     translate,
 )
-from providers.aws_retry import AsyncSleep, Backoff, Clock
+from providers.aws.retry import AsyncSleep, Backoff, Clock
 from sidecar.log import event
 
 
@@ -134,7 +134,7 @@ class Ec2Api:
                 botocore_retries += n
                 self.stats.botocore_retries[op] += n
                 self.stats.errors[error_code(exc) or kind.value] += 1
-                if kind is ErrorKind.OTHER and error_code(exc) is None and not _is_botocore(exc):
+                if kind is Cause.OTHER and error_code(exc) is None and not _is_botocore(exc):
                     raise  # a programming error, not an EC2 answer
                 delay = next(delays)
                 if is_retryable(kind) and self.clock() + delay < deadline:

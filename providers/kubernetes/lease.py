@@ -159,7 +159,7 @@ class Verdict:
         return self.standing is not Standing.HELD
 
 
-class Observer:
+class LeaseObserver:
     """Remembers when we first saw each resourceVersion (monotonic), for client-go's
     skew-free expiry rule. Only the latest version matters: any write restarts it."""
 

@@ -2,7 +2,7 @@
 
 Each mode reads the current EC2 state, compares it with "the VIP points at our ENI and
 carries our fencing tags", and names the next step. The provider runs these through
-`converge` (providers/aws_retry.py), which re-reads until EC2 shows the result.
+`converge` (providers.aws.retry), which re-reads until EC2 shows the result.
 
 Fencing: a per-VIP epoch and holder are stored as tags on the moved resource (the ENI
 that holds the secondary IP, the EIP allocation, each route table). A takeover claims
@@ -16,31 +16,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from typing import Any
 
-from providers.aws_api import Ec2Api
-from providers.aws_errors import AwsConfigError, AwsError, ErrorKind, classify
-from providers.aws_retry import Plan
+from providers.aws.api import Ec2Api
+from providers.aws.errors import AwsConfigError, AwsError, Cause, classify
+from providers.aws.identity import Identity
+from providers.aws.retry import Plan
 from sidecar.log import event
-
-EKS_NO_MANAGE_TAG = "node.k8s.amazonaws.com/no_manage"
-
-
-@dataclass
-class Identity:
-    region: str
-    eni_id: str
-    instance_id: str | None = None
-    mac: str | None = None
-    subnet_id: str | None = None
-    vpc_id: str | None = None
-    private_ip: IPv4Address | None = None  # the ENI's primary private IP
-    subnet_cidr: IPv4Network | None = None
-    vpc_cidrs: tuple[IPv4Network, ...] = ()
-    source_dest_check: bool | None = None
-    eni_tags: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # field -> option|imds|describe
 
 
 @dataclass(frozen=True)
@@ -78,6 +61,13 @@ class Fence:
 
 
 @dataclass
+class Probes:
+    calls: list[tuple[str, dict[str, Any]]]  # (operation, parameters) to run with DryRun
+    unprobed: list[str]  # "Operation" or "Operation on <what> (why)"
+    tag_resource: str
+
+
+@dataclass
 class ModePlan(Plan):
     points_here: bool = False
     seen_epoch: int = 0  # highest epoch tag for this VIP anywhere we looked
@@ -88,15 +78,10 @@ class ModePlan(Plan):
     present: list[str] = field(default_factory=list)  # route: tables that have the route
 
 
-def _tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
-    return {str(t.get("Key")): str(t.get("Value")) for t in tags or []}
-
-
 class Mode:
     """Base: the resource kind, how to read it, how to act on it."""
 
     name = ""
-    resource_kind = ""
 
     def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence) -> None:
         self.api = api
@@ -143,6 +128,12 @@ class Mode:
     def describe_target(self) -> str:
         return self.ident.eni_id
 
+    async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
+        """The calls `vip-sidecar check` dry-runs to prove this mode's IAM permissions,
+        the actions it cannot probe, and the resource that carries the fencing tags.
+        dry_run_trusted: the endpoint honours DryRun on every call (not an emulator)."""
+        raise NotImplementedError
+
 
 # ----------------------------------------------------------------------------- secondary-ip
 @dataclass
@@ -153,7 +144,6 @@ class SubnetView:
 
 class SecondaryIpMode(Mode):
     name = "secondary-ip"
-    resource_kind = "network-interface"
 
     def __init__(
         self,
@@ -273,6 +263,14 @@ class SecondaryIpMode(Mode):
         elif plan.step == "tag":
             await self.tag([self.ident.eni_id], deadline, epoch)
 
+    async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
+        eni = self.ident.eni_id
+        return Probes(
+            [("DescribeNetworkInterfaces", {"NetworkInterfaceIds": [eni]})],
+            ["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
+            eni,
+        )
+
     async def _unassign_duplicate(self, other: str, deadline: float) -> None:
         vip = str(self.vip)
         try:
@@ -285,7 +283,7 @@ class SecondaryIpMode(Mode):
             )
         except AwsError as exc:
             cause = exc.__cause__ or exc
-            if classify(cause) in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
+            if classify(cause) in (Cause.INVALID, Cause.NOT_FOUND):
                 return  # already gone (AWS finished the move) or the ENI was deleted
             raise
         event(
@@ -299,7 +297,6 @@ class SecondaryIpMode(Mode):
 # ----------------------------------------------------------------------------- eip
 class EipMode(Mode):
     name = "eip"
-    resource_kind = "elastic-ip"
 
     def __init__(
         self,
@@ -353,6 +350,23 @@ class EipMode(Mode):
 
     def describe_target(self) -> str:
         return f"{self.ident.eni_id}/{self.target_private_ip}"
+
+    async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
+        assert self.allocation_id is not None
+        associate = {
+            "AllocationId": self.allocation_id,
+            "NetworkInterfaceId": self.ident.eni_id,
+            "PrivateIpAddress": self.target_private_ip,
+            "AllowReassociation": True,
+        }
+        return Probes(
+            [
+                ("DescribeAddresses", {"AllocationIds": [self.allocation_id]}),
+                ("AssociateAddress", associate),
+            ],
+            [],
+            self.allocation_id,
+        )
 
     async def observe(self, deadline: float) -> dict[str, Any]:
         assert self.allocation_id is not None
@@ -410,143 +424,3 @@ class EipMode(Mode):
             await self.tag_if_fencing([self.allocation_id], deadline, epoch)
         elif plan.step == "tag":
             await self.tag([self.allocation_id], deadline, epoch)
-
-
-# ----------------------------------------------------------------------------- route
-class RouteMode(Mode):
-    name = "route"
-    resource_kind = "route-table"
-
-    def __init__(
-        self,
-        api: Ec2Api,
-        ident: Identity,
-        vip: IPv4Address,
-        fence: Fence,
-        route_table_ids: tuple[str, ...],
-    ) -> None:
-        super().__init__(api, ident, vip, fence)
-        self.tables = route_table_ids
-
-    @property
-    def destination(self) -> str:
-        return f"{self.vip}/32"
-
-    async def validate(self, deadline: float) -> list[str]:
-        warnings: list[str] = []
-        resp = await self.api.call(
-            "DescribeRouteTables",
-            deadline,
-            "check route_table_ids",
-            RouteTableIds=list(self.tables),
-        )
-        tables = resp.get("RouteTables", [])
-        found = {t.get("RouteTableId") for t in tables}
-        missing = [t for t in self.tables if t not in found]
-        if missing:
-            raise AwsConfigError(f"route: route tables not found: {', '.join(missing)}")
-        local: list[IPv4Network] = list(self.ident.vpc_cidrs)
-        for table in tables:
-            if self.ident.vpc_id and table.get("VpcId") not in (None, self.ident.vpc_id):
-                warnings.append(
-                    f"route table {table.get('RouteTableId')} is in {table.get('VpcId')}, "
-                    f"not in the ENI's VPC {self.ident.vpc_id}"
-                )
-            for route in table.get("Routes", []):
-                cidr = route.get("DestinationCidrBlock")
-                if route.get("GatewayId") == "local" and cidr:
-                    local.append(IPv4Network(cidr, strict=False))
-        inside = [str(n) for n in local if self.vip in n]
-        if inside:
-            raise AwsConfigError(
-                f"route: VIP {self.vip} lies inside the VPC CIDR {inside[0]}; an overlay VIP "
-                "must be outside every VPC CIDR (a route more specific than local is only "
-                "allowed for a whole subnet)"
-            )
-        if self.ident.source_dest_check:
-            warnings.append(
-                f"source/destination check is on for {self.ident.eni_id}: EC2 drops packets "
-                f"routed to {self.vip} there; disable it on every candidate ENI "
-                "(aws ec2 modify-network-interface-attribute --no-source-dest-check)"
-            )
-        return warnings
-
-    async def observe(self, deadline: float) -> dict[str, dict[str, Any]]:
-        resp = await self.api.call(
-            "DescribeRouteTables",
-            deadline,
-            "read the VIP routes",
-            RouteTableIds=list(self.tables),
-        )
-        return {str(t.get("RouteTableId")): t for t in resp.get("RouteTables", [])}
-
-    def plan(self, obs: Any, epoch: int | None) -> ModePlan:
-        by_id: dict[str, dict[str, Any]] = obs
-        plan = ModePlan()
-        wrong: list[str] = []
-        untagged: list[str] = []
-        details = []
-        for table_id in self.tables:
-            table = by_id.get(table_id)
-            if table is None:
-                raise AwsConfigError(f"route: route table {table_id} disappeared")
-            route = next(
-                (
-                    r
-                    for r in table.get("Routes", [])
-                    if r.get("DestinationCidrBlock") == self.destination
-                ),
-                None,
-            )
-            target = route.get("NetworkInterfaceId") if route else None
-            state = route.get("State") if route else None
-            if route is not None:
-                plan.present.append(table_id)
-            if target:
-                plan.owners.append(f"{table_id}->{target}")
-            # blackhole means the ENI is gone or detached: never "pointing here"
-            if target != self.ident.eni_id or state == "blackhole":
-                wrong.append(table_id)
-            e, holder = self.fence.read(table.get("Tags"))
-            if e > plan.seen_epoch:
-                plan.seen_epoch, plan.seen_holder = e, holder
-            if self.fence.enabled and (epoch is None or (e, holder) != (epoch, self.fence.holder)):
-                untagged.append(table_id)
-            details.append(f"{table_id}:{target or 'none'}({state or '-'})")
-        self._fence_verdict(plan, epoch)
-        plan.points_here = not wrong
-        if wrong:
-            plan.step, plan.todo = "route:" + ",".join(wrong), wrong
-        elif untagged:
-            plan.step, plan.todo = "tag:" + ",".join(untagged), untagged
-        else:
-            plan.ok = True
-        plan.summary = f"{self.destination} " + " ".join(details)
-        return plan
-
-    async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
-        if plan.step and plan.step.startswith("route:"):
-            # one call per table; not atomic across tables, hence the read-back of all
-            for table_id in plan.todo:
-                await self._point(table_id, deadline, present=table_id in plan.present)
-            await self.tag_if_fencing(list(self.tables), deadline, epoch)
-        elif plan.step and plan.step.startswith("tag:"):
-            await self.tag(plan.todo, deadline, epoch)
-
-    async def _point(self, table_id: str, deadline: float, present: bool) -> None:
-        params = {
-            "RouteTableId": table_id,
-            "DestinationCidrBlock": self.destination,
-            "NetworkInterfaceId": self.ident.eni_id,
-        }
-        first, second = (
-            ("ReplaceRoute", "CreateRoute") if present else ("CreateRoute", "ReplaceRoute")
-        )
-        try:
-            await self.api.call(first, deadline, f"{table_id} {self.destination}", **params)
-        except AwsError as exc:
-            # RouteAlreadyExists / "no route, use CreateRoute" (InvalidParameterValue):
-            # the table changed since our read; the other call is the right one
-            if exc.code not in ("RouteAlreadyExists", "InvalidParameterValue"):
-                raise
-            await self.api.call(second, deadline, f"{table_id} {self.destination}", **params)

@@ -23,6 +23,8 @@ from typing import Any
 
 import urllib3
 
+from providers.base import ErrorKind, ProviderError
+
 
 @dataclass(frozen=True)
 class ApiCall:
@@ -59,7 +61,7 @@ def rbac_triples(calls: frozenset[ApiCall] = API_CALLS) -> set[tuple[str, str, s
     return {(c.group, c.resource, c.verb) for c in calls}
 
 
-class Failure(Enum):
+class ApiFailure(Enum):
     CONFLICT = "conflict"  # 409: someone else wrote first (or the object exists)
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"  # 401/403: credentials or RBAC
@@ -67,19 +69,21 @@ class Failure(Enum):
     UNAVAILABLE = "unavailable"  # no answer, timeout, 429, 5xx: the outage case
 
 
-class KubeApiError(Exception):
-    def __init__(self, call: ApiCall, failure: Failure, status: int, message: str) -> None:
+class KubeApiError(ProviderError):
+    def __init__(self, call: ApiCall, failure: ApiFailure, status: int, message: str) -> None:
         super().__init__(f"{call}: {message}")
         self.call = call
         self.failure = failure
         self.status = status
+        # an apiserver that does not answer may answer later; a 403 or a 422 will not
+        self.kind = ErrorKind.RETRYABLE if self.unavailable else ErrorKind.PERMANENT
 
     @property
     def unavailable(self) -> bool:
-        return self.failure is Failure.UNAVAILABLE
+        return self.failure is ApiFailure.UNAVAILABLE
 
 
-def classify(call: ApiCall, exc: BaseException) -> KubeApiError:
+def api_error(call: ApiCall, exc: BaseException) -> KubeApiError:
     """Map whatever the client raised to what the provider decides on."""
     from kubernetes.client.exceptions import ApiException
 
@@ -87,21 +91,21 @@ def classify(call: ApiCall, exc: BaseException) -> KubeApiError:
         status = int(exc.status or 0)
         message = _status_message(exc) or f"HTTP {status} {exc.reason or ''}".strip()
         if status == 409:
-            return KubeApiError(call, Failure.CONFLICT, status, message)
+            return KubeApiError(call, ApiFailure.CONFLICT, status, message)
         if status == 404:
-            return KubeApiError(call, Failure.NOT_FOUND, status, message)
+            return KubeApiError(call, ApiFailure.NOT_FOUND, status, message)
         if status in (401, 403):
-            return KubeApiError(call, Failure.FORBIDDEN, status, message)
+            return KubeApiError(call, ApiFailure.FORBIDDEN, status, message)
         if status in (400, 422):
-            return KubeApiError(call, Failure.INVALID, status, message)
+            return KubeApiError(call, ApiFailure.INVALID, status, message)
         # 0 = TLS or transport error inside the client, 429/5xx = overloaded or etcd down
-        return KubeApiError(call, Failure.UNAVAILABLE, status, message)
+        return KubeApiError(call, ApiFailure.UNAVAILABLE, status, message)
     if isinstance(exc, TimeoutError):
-        return KubeApiError(call, Failure.UNAVAILABLE, 0, "timed out")
+        return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, "timed out")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         reason = getattr(exc, "reason", None) or exc
-        return KubeApiError(call, Failure.UNAVAILABLE, 0, f"unreachable: {reason}")
-    return KubeApiError(call, Failure.UNAVAILABLE, 0, f"{type(exc).__name__}: {exc}")
+        return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, f"unreachable: {reason}")
+    return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, f"{type(exc).__name__}: {exc}")
 
 
 def _status_message(exc: Any) -> str | None:
@@ -148,7 +152,7 @@ class KubeApi:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise classify(call, exc) from None
+            raise api_error(call, exc) from None
 
     @staticmethod
     def _dry(dry_run: bool) -> dict[str, str]:
@@ -160,7 +164,7 @@ class KubeApi:
                 LEASE_GET, self.coordination.read_namespaced_lease, name, self.namespace
             )
         except KubeApiError as exc:
-            if exc.failure is Failure.NOT_FOUND:
+            if exc.failure is ApiFailure.NOT_FOUND:
                 return None
             raise
 

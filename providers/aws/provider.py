@@ -1,0 +1,313 @@
+"""AWS provider: point the VIP at this node through the EC2 API.
+
+Modes (option `mode`):
+  secondary-ip  AssignPrivateIpAddresses(AllowReassignment) on this node's ENI; pair
+                with the alias provider (`providers: [aws, alias]`) for the OS copy
+  eip           AssociateAddress(AllowReassociation) of an Elastic IP to this ENI
+  route         ReplaceRoute/CreateRoute <vip>/32 -> this ENI in each route table
+
+Lifecycle: init() discovers region / instance / ENI (IMDSv2, each overridable) and
+creates the process's EC2 client, so a failover never pays for either. up() claims
+with fencing epoch max(seen)+1, acts, and returns only once a read-back shows the VIP
+pointing here (or fails, which demotes the node). check() re-reads while MASTER and
+repairs drift; a newer claim by another node (higher epoch) makes it step down. down()
+deliberately changes nothing in EC2: the next master steals the VIP, and unassigning
+or disassociating would leave a window with no owner (an unassigned secondary IP can
+even be handed to another instance by EC2). See docs/aws.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from providers.aws import preflight as aws_preflight
+from providers.aws.api import ClientSettings, Ec2Api, SharedClient, make_client, shared_client
+from providers.aws.errors import AwsFenceLost, AwsVerifyTimeout
+from providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
+from providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
+from providers.aws.modes import EipMode, Fence, Mode, ModePlan, SecondaryIpMode
+from providers.aws.options import AwsOptions, parse_options
+from providers.aws.retry import AsyncSleep, Backoff, Clock, converge
+from providers.aws.route import RouteMode
+from providers.base import Preflight, Provider, VipContext
+from sidecar.config import Config, ProviderSpec, VipConfig
+from sidecar.log import event
+
+# a repeated identical action waits this long for the previous one to show in reads
+ACT_INTERVAL_S = 3.0
+
+
+class AwsProvider(Provider):
+    name = "aws"
+
+    def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
+        super().__init__(spec, vip, config)
+        self.opts: AwsOptions = parse_options(spec.options, spec.timeout)
+        self.reassert_interval = self.opts.reassert_interval
+        # seams for tests: time, sleeping, the EC2 client and the IMDS transport
+        self.clock: Clock = time.monotonic
+        self.sleep: AsyncSleep = asyncio.sleep
+        self.client_factory = make_client
+        self.imds_transport: Transport = urllib_transport
+        self.poll_backoff = Backoff(initial=0.2, maximum=2.0)
+        self.environ: dict[str, str] = dict(os.environ)
+        self.ident: Identity | None = None
+        self.mode: Mode | None = None
+        self.api: Ec2Api | None = None
+        self.imds: ImdsClient | None = None
+        self.client: SharedClient | None = None
+        self.epoch = 0  # the fencing epoch of our current claim
+        self.drifts = 0
+        self.warnings: list[str] = []
+        self._ready_lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def init(self) -> None:
+        await self._ensure_ready(self.clock() + self.opts.verify_timeout)
+
+    async def _ensure_ready(self, deadline: float) -> Mode:
+        # init() failing at start-up (IMDS or EC2 briefly unreachable) must not leave the
+        # node unable to ever take the VIP: up() and check() retry it
+        async with self._ready_lock:
+            if self.mode is not None:
+                return self.mode
+            ident, imds_warnings = await asyncio.to_thread(
+                discover, self.opts, self.environ, self.vip.interface, self._make_imds
+            )
+            settings = ClientSettings(
+                region=ident.region,
+                endpoint_url=self.opts.endpoint_url,
+                retry_mode=self.opts.retry_mode,
+                max_attempts=self.opts.max_attempts,
+                connect_timeout=self.opts.connect_timeout,
+                read_timeout=self.opts.read_timeout,
+            )
+            self.client = await asyncio.to_thread(shared_client, settings, self.client_factory)
+            api = Ec2Api(
+                self.client.client, clock=self.clock, sleep=self.sleep, vip_name=self.vip.name
+            )
+            if ident.eni_id == "":
+                await eni_by_mac(api, ident, deadline)
+            await describe_own_eni(api, ident, deadline)
+            mode = self._make_mode(api, ident)
+            warnings = imds_warnings + await mode.validate(deadline)
+            if self.client.credential_method == "iam-role":
+                warnings.append(
+                    "AWS credentials come from the instance role through IMDS (iam-role): "
+                    "no IRSA/environment credentials were found, so the sidecar acts with the "
+                    "node's role"
+                )
+            elif self.client.credential_method is None:
+                warnings.append("no AWS credentials found (every EC2 call will fail)")
+            for text in warnings:
+                event(logging.WARNING, f"aws: {text}", vip=self.vip.name, event="aws_warning")
+            self.warnings = warnings
+            self.ident, self.api, self.mode = ident, api, mode
+            event(
+                logging.INFO,
+                f"aws provider ready: mode {mode.name}, region {ident.region}, "
+                f"instance {ident.instance_id}, ENI {ident.eni_id}",
+                vip=self.vip.name,
+                event="aws_ready",
+                mode=mode.name,
+                region=ident.region,
+                instance_id=ident.instance_id,
+                eni_id=ident.eni_id,
+                subnet_id=ident.subnet_id,
+                credentials=self.client.credential_method,
+                sources=ident.sources,
+            )
+            return mode
+
+    def _make_imds(self) -> ImdsClient:
+        if self.imds is None:
+            self.imds = ImdsClient(
+                endpoint=self.opts.imds_endpoint,
+                timeout=self.opts.imds_timeout,
+                attempts=self.opts.imds_attempts,
+                transport=self.imds_transport,
+            )
+        return self.imds
+
+    def _make_mode(self, api: Ec2Api, ident: Identity) -> Mode:
+        fence = Fence(
+            self.opts.tag_prefix,
+            self.vip.addr,
+            holder=f"?/{ident.eni_id}",
+            enabled=self.opts.fencing,
+        )
+        if self.opts.mode == "secondary-ip":
+            return SecondaryIpMode(api, ident, self.vip.addr, fence, self._imds_view(ident))
+        if self.opts.mode == "eip":
+            return EipMode(
+                api,
+                ident,
+                self.vip.addr,
+                fence,
+                self.opts.allocation_id,
+                self.opts.public_ip,
+                self.opts.private_ip,
+            )
+        return RouteMode(api, ident, self.vip.addr, fence, self.opts.route_table_ids)
+
+    def _imds_view(self, ident: Identity) -> Callable[[], list[str] | None] | None:
+        """IMDS local-ipv4s of our ENI, when IMDS is in use (None: do not check)."""
+        imds, mac = self.imds, ident.mac
+        if not self.opts.verify_imds or imds is None or mac is None:
+            return None
+        if imds.stats.last_token_put_s is None:
+            return None  # IMDS did not work at start-up: do not make the move depend on it
+
+        def read() -> list[str] | None:
+            try:
+                return imds.get(imds.mac_path(mac, "local-ipv4s")).split()
+            except ImdsError as exc:
+                # an IMDS hiccup must not fail a move that EC2 confirms
+                event(
+                    logging.WARNING,
+                    f"aws: IMDS local-ipv4s unreadable ({exc}); relying on EC2 alone",
+                    vip=self.vip.name,
+                    event="aws_imds_skip",
+                )
+                return None
+
+        return read
+
+    # -- transitions ---------------------------------------------------------------------
+    async def up(self, ctx: VipContext) -> None:
+        deadline = self.clock() + self.opts.verify_timeout
+        mode = await self._ensure_ready(deadline)
+        self._set_holder(mode, ctx)
+        obs = await mode.observe(deadline)
+        seen = mode.plan(obs, None)
+        self.epoch = max(seen.seen_epoch, self.epoch) + 1
+        previous = seen.owners
+        await self._claim(mode, mode.plan(obs, self.epoch), deadline, ctx, "takeover", previous)
+
+    async def down(self, ctx: VipContext) -> None:
+        # make-before-break: the next master's up() moves the VIP; see the module docstring
+        event(
+            logging.INFO,
+            "aws: leaving the EC2 mapping in place for the next master to take over",
+            vip=self.vip.name,
+            event="aws_release",
+            epoch=self.epoch,
+        )
+
+    async def check(self, ctx: VipContext) -> bool:
+        deadline = self.clock() + self.opts.verify_timeout
+        mode = await self._ensure_ready(deadline)
+        self._set_holder(mode, ctx)
+        obs = await mode.observe(deadline)
+        plan = mode.plan(obs, self.epoch)
+        self._raise_if_fenced(plan)
+        if plan.ok:
+            return False
+        self.drifts += 1
+        event(
+            logging.WARNING,
+            f"aws: drift while MASTER: {plan.summary}; re-asserting",
+            vip=self.vip.name,
+            event="aws_drift",
+            step=plan.step,
+            drifts=self.drifts,
+        )
+        self.epoch = max(plan.seen_epoch, self.epoch) + 1
+        await self._claim(mode, mode.plan(obs, self.epoch), deadline, ctx, "reassert", plan.owners)
+        return True
+
+    def _set_holder(self, mode: Mode, ctx: VipContext) -> None:
+        assert self.ident is not None
+        mode.fence = replace(mode.fence, holder=f"{ctx.node_name}/{self.ident.eni_id}")
+
+    def _raise_if_fenced(self, plan: ModePlan) -> None:
+        if plan.fence_lost:
+            raise AwsFenceLost(
+                f"{plan.seen_holder} claimed {self.vip.addr} with fencing epoch "
+                f"{plan.seen_epoch} > ours ({self.epoch}): a newer master exists; stepping down"
+            )
+
+    async def _claim(
+        self,
+        mode: Mode,
+        first: ModePlan,
+        deadline: float,
+        ctx: VipContext,
+        why: str,
+        previous: list[str],
+    ) -> None:
+        pending = [first]
+        epoch = self.epoch
+
+        async def read() -> ModePlan:
+            plan = pending.pop() if pending else await mode.read(deadline, epoch)
+            self._raise_if_fenced(plan)
+            return plan
+
+        async def act(plan: ModePlan) -> None:
+            await mode.act(plan, deadline, epoch)
+
+        result = await converge(
+            read,
+            act,
+            deadline=deadline,
+            clock=self.clock,
+            sleep=self.sleep,
+            backoff=self.poll_backoff,
+            act_interval=ACT_INTERVAL_S,
+        )
+        if not result.ok:
+            raise AwsVerifyTimeout(
+                f"{mode.name}: EC2 accepted the calls but does not show {self.vip.addr} "
+                f"pointing at {mode.describe_target()} after {result.effective_s:.1f}s "
+                f"({result.acts} actions, {result.reads} reads): {result.plan.summary}"
+            )
+        api_s = result.api_s
+        event(
+            logging.INFO,
+            f"aws: {self.vip.addr} points at {mode.describe_target()} ({mode.name}, {why}, "
+            f"epoch {epoch}) after {result.effective_s:.3f}s",
+            vip=self.vip.name,
+            event="aws_claimed",
+            mode=mode.name,
+            why=why,
+            epoch=epoch,
+            local_epoch=ctx.epoch,
+            previous=previous,
+            target=mode.describe_target(),
+            actions=result.acts,
+            reads=result.reads,
+            api_s=None if api_s is None else round(api_s, 6),
+            effective_s=round(result.effective_s, 6),
+        )
+
+    # -- /status and `vip-sidecar check` -----------------------------------------------------
+    async def preflight(self) -> Preflight:
+        return await aws_preflight.preflight(self)
+
+    def status(self) -> dict[str, Any]:
+        """Counters for /status and the vip_sidecar_provider_value metric."""
+        out: dict[str, Any] = {
+            "mode": self.opts.mode,
+            "epoch": self.epoch,
+            "drifts": self.drifts,
+            "eni_id": self.ident.eni_id if self.ident is not None else None,
+        }
+        if self.api is not None:
+            stats = self.api.stats
+            out["calls"] = sum(stats.calls.values())
+            out["botocore_retries"] = sum(stats.botocore_retries.values())
+            out["provider_retries"] = sum(stats.loop_retries.values())
+            out["errors"] = sum(stats.errors.values())
+            out["errors_by_code"] = dict(stats.errors)
+        return out
+
+
+def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Provider:
+    return AwsProvider(spec, vip, config)

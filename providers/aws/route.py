@@ -1,0 +1,178 @@
+"""Mode `route`: ReplaceRoute/CreateRoute <vip>/32 -> this ENI in each route table."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from providers.aws.api import Ec2Api
+from providers.aws.errors import AwsConfigError, AwsError
+from providers.aws.identity import Identity
+from providers.aws.modes import Fence, Mode, ModePlan, Probes
+
+
+class RouteMode(Mode):
+    name = "route"
+
+    def __init__(
+        self,
+        api: Ec2Api,
+        ident: Identity,
+        vip: IPv4Address,
+        fence: Fence,
+        route_table_ids: tuple[str, ...],
+    ) -> None:
+        super().__init__(api, ident, vip, fence)
+        self.tables = route_table_ids
+
+    @property
+    def destination(self) -> str:
+        return f"{self.vip}/32"
+
+    async def validate(self, deadline: float) -> list[str]:
+        warnings: list[str] = []
+        resp = await self.api.call(
+            "DescribeRouteTables",
+            deadline,
+            "check route_table_ids",
+            RouteTableIds=list(self.tables),
+        )
+        tables = resp.get("RouteTables", [])
+        found = {t.get("RouteTableId") for t in tables}
+        missing = [t for t in self.tables if t not in found]
+        if missing:
+            raise AwsConfigError(f"route: route tables not found: {', '.join(missing)}")
+        local: list[IPv4Network] = list(self.ident.vpc_cidrs)
+        for table in tables:
+            if self.ident.vpc_id and table.get("VpcId") not in (None, self.ident.vpc_id):
+                warnings.append(
+                    f"route table {table.get('RouteTableId')} is in {table.get('VpcId')}, "
+                    f"not in the ENI's VPC {self.ident.vpc_id}"
+                )
+            for route in table.get("Routes", []):
+                cidr = route.get("DestinationCidrBlock")
+                if route.get("GatewayId") == "local" and cidr:
+                    local.append(IPv4Network(cidr, strict=False))
+        inside = [str(n) for n in local if self.vip in n]
+        if inside:
+            raise AwsConfigError(
+                f"route: VIP {self.vip} lies inside the VPC CIDR {inside[0]}; an overlay VIP "
+                "must be outside every VPC CIDR (a route more specific than local is only "
+                "allowed for a whole subnet)"
+            )
+        if self.ident.source_dest_check:
+            warnings.append(
+                f"source/destination check is on for {self.ident.eni_id}: EC2 drops packets "
+                f"routed to {self.vip} there; disable it on every candidate ENI "
+                "(aws ec2 modify-network-interface-attribute --no-source-dest-check)"
+            )
+        return warnings
+
+    async def observe(self, deadline: float) -> dict[str, dict[str, Any]]:
+        resp = await self.api.call(
+            "DescribeRouteTables",
+            deadline,
+            "read the VIP routes",
+            RouteTableIds=list(self.tables),
+        )
+        return {str(t.get("RouteTableId")): t for t in resp.get("RouteTables", [])}
+
+    def plan(self, obs: Any, epoch: int | None) -> ModePlan:
+        by_id: dict[str, dict[str, Any]] = obs
+        plan = ModePlan()
+        wrong: list[str] = []
+        untagged: list[str] = []
+        details = []
+        for table_id in self.tables:
+            table = by_id.get(table_id)
+            if table is None:
+                raise AwsConfigError(f"route: route table {table_id} disappeared")
+            route = next(
+                (
+                    r
+                    for r in table.get("Routes", [])
+                    if r.get("DestinationCidrBlock") == self.destination
+                ),
+                None,
+            )
+            target = route.get("NetworkInterfaceId") if route else None
+            state = route.get("State") if route else None
+            if route is not None:
+                plan.present.append(table_id)
+            if target:
+                plan.owners.append(f"{table_id}->{target}")
+            # blackhole means the ENI is gone or detached: never "pointing here"
+            if target != self.ident.eni_id or state == "blackhole":
+                wrong.append(table_id)
+            e, holder = self.fence.read(table.get("Tags"))
+            if e > plan.seen_epoch:
+                plan.seen_epoch, plan.seen_holder = e, holder
+            if self.fence.enabled and (epoch is None or (e, holder) != (epoch, self.fence.holder)):
+                untagged.append(table_id)
+            details.append(f"{table_id}:{target or 'none'}({state or '-'})")
+        self._fence_verdict(plan, epoch)
+        plan.points_here = not wrong
+        if wrong:
+            plan.step, plan.todo = "route:" + ",".join(wrong), wrong
+        elif untagged:
+            plan.step, plan.todo = "tag:" + ",".join(untagged), untagged
+        else:
+            plan.ok = True
+        plan.summary = f"{self.destination} " + " ".join(details)
+        return plan
+
+    async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
+        if plan.step and plan.step.startswith("route:"):
+            # one call per table; not atomic across tables, hence the read-back of all
+            for table_id in plan.todo:
+                await self._point(table_id, deadline, present=table_id in plan.present)
+            await self.tag_if_fencing(list(self.tables), deadline, epoch)
+        elif plan.step and plan.step.startswith("tag:"):
+            await self.tag(plan.todo, deadline, epoch)
+
+    async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
+        probes = Probes(
+            [("DescribeRouteTables", {"RouteTableIds": list(self.tables)})], [], self.tables[0]
+        )
+        tables = await self.observe(deadline)
+        for table_id in self.tables:
+            route = next(
+                (
+                    r
+                    for r in tables[table_id].get("Routes", [])
+                    if r.get("DestinationCidrBlock") == self.destination
+                ),
+                None,
+            )
+            params = {"RouteTableId": table_id, "DestinationCidrBlock": self.destination}
+            if route is not None and route.get("NetworkInterfaceId"):
+                # the current target: harmless even where DryRun is ignored (moto)
+                params["NetworkInterfaceId"] = route["NetworkInterfaceId"]
+                probes.calls.append(("ReplaceRoute", params))
+            elif dry_run_trusted:
+                params["NetworkInterfaceId"] = self.ident.eni_id
+                probes.calls.append(("CreateRoute", params))
+            else:
+                probes.unprobed.append(
+                    f"CreateRoute on {table_id} (custom endpoint: emulators "
+                    "ignore DryRun on routes and would create it)"
+                )
+        return probes
+
+    async def _point(self, table_id: str, deadline: float, present: bool) -> None:
+        params = {
+            "RouteTableId": table_id,
+            "DestinationCidrBlock": self.destination,
+            "NetworkInterfaceId": self.ident.eni_id,
+        }
+        first, second = (
+            ("ReplaceRoute", "CreateRoute") if present else ("CreateRoute", "ReplaceRoute")
+        )
+        try:
+            await self.api.call(first, deadline, f"{table_id} {self.destination}", **params)
+        except AwsError as exc:
+            # RouteAlreadyExists / "no route, use CreateRoute" (InvalidParameterValue):
+            # the table changed since our read; the other call is the right one
+            if exc.code not in ("RouteAlreadyExists", "InvalidParameterValue"):
+                raise
+            await self.api.call(second, deadline, f"{table_id} {self.destination}", **params)

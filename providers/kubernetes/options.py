@@ -1,0 +1,143 @@
+"""The kubernetes provider's options, validated once at start-up."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from providers.base import ProviderConfigError
+from providers.kubernetes.api import NAMESPACED_CALLS, NODE_CALLS, ApiCall
+from providers.kubernetes.lease import OutagePolicy, dns_name, label_name
+from sidecar import parsing
+from sidecar.config import ProviderSpec, VipConfig
+
+LABEL_PREFIX = "vip-sidecar.io/"
+#: how often a node waiting for another holder's term to end re-reads the Lease
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Options:
+    lease_name: str
+    namespace: str | None
+    kubeconfig: str | None
+    context: str | None
+    identity: str
+    pod_name: str | None
+    node_name: str | None
+    lease_duration: int
+    renew_interval: float
+    request_timeout: float
+    max_clock_skew: float
+    acquire_wait: float
+    apiserver_outage: OutagePolicy
+    label_pod: bool
+    label_node: bool
+    label_key: str
+    events: bool
+
+    @property
+    def calls(self) -> frozenset[ApiCall]:
+        """The API calls this configuration makes (RBAC it needs)."""
+        return NAMESPACED_CALLS | (NODE_CALLS if self.label_node else frozenset())
+
+
+def _maybe_text(value: Any) -> str | None:
+    return None if value is None or str(value) == "" else str(value)
+
+
+def parse_options(
+    spec: ProviderSpec, vip: VipConfig, environ: Mapping[str, str]
+) -> tuple[Options, float]:
+    """Validate the provider's options; returns them and the pipeline timeout to use."""
+    bag = parsing.OptionBag("kubernetes", spec.options, ProviderConfigError)
+
+    def num(key: str, default: float, lo: float, hi: float) -> float:
+        return bag.take(key, parsing.number(lo, hi), default)
+
+    def txt(key: str, default: str | None) -> str | None:
+        return _maybe_text(bag.take(key, _maybe_text, default))
+
+    duration = num("lease_duration", 10, 1, 3600)
+    if duration != int(duration):
+        raise ProviderConfigError(
+            f"kubernetes.lease_duration: leaseDurationSeconds is whole seconds, got {duration}"
+        )
+    renew = num("renew_interval", min(2.0, duration / 3), 0.1, 3600)
+    if renew > duration / 2:
+        raise ProviderConfigError(
+            f"kubernetes.renew_interval: must be at most half of lease_duration "
+            f"({duration / 2:g}) so one failed renewal does not cost the lease, got {renew:g}"
+        )
+    request_timeout = num("request_timeout", max(0.5, min(5.0, renew)), 0.1, 60)
+    skew = num("max_clock_skew", 1.0, 0, 3600)
+    # pre_master must finish inside the pipeline's timeout: a GET and a write after waiting
+    budget = spec.timeout - 2 * request_timeout - 1.0
+    if budget < 0:
+        raise ProviderConfigError(
+            f"kubernetes: the provider timeout ({spec.timeout:g}s) must exceed two API "
+            f"calls plus 1s ({2 * request_timeout + 1:g}s); raise `timeout` or lower "
+            "request_timeout"
+        )
+    wait = num("acquire_wait", min(duration + skew + POLL_S, budget), 0, 3600)
+    if wait > budget:
+        raise ProviderConfigError(
+            f"kubernetes.acquire_wait: must leave room for two API calls inside the "
+            f"provider timeout ({spec.timeout:g}s), so at most {budget:g}s, got {wait:g}"
+        )
+    policy = OutagePolicy(
+        bag.take(
+            "apiserver_outage", parsing.choice(tuple(p.value for p in OutagePolicy)), "failsafe"
+        )
+    )
+    pod_name = txt("pod_name", environ.get("POD_NAME"))
+    node_name = txt("node_name", environ.get("NODE_NAME"))
+    identity = txt("identity", pod_name or node_name or socket.gethostname())
+    assert identity is not None
+    namespace = txt("namespace", None)
+    pod_namespace = environ.get("POD_NAMESPACE") or None
+    if namespace and pod_namespace and namespace != pod_namespace:
+        raise ProviderConfigError(
+            f"kubernetes.namespace: {namespace!r} differs from POD_NAMESPACE "
+            f"{pod_namespace!r}; the Lease, the Pod and its Events live in one namespace "
+            "(the chart's Role is namespaced)"
+        )
+    label_pod = bag.take("label_pod", parsing.boolean, True)
+    label_node = bag.take("label_node", parsing.boolean, False)
+    if label_node and not node_name:
+        raise ProviderConfigError(
+            "kubernetes.label_node: needs the node name (NODE_NAME from the downward API "
+            "or the node_name option)"
+        )
+    label_key = txt("label_key", LABEL_PREFIX + label_name(vip.name))
+    assert label_key is not None
+    lease_name = txt("lease_name", dns_name(vip.name, "vip-sidecar-"))
+    assert lease_name is not None
+    if dns_name(lease_name) != lease_name:
+        raise ProviderConfigError(
+            f"kubernetes.lease_name: must be a DNS-1123 name (lowercase letters, digits, "
+            f"'-'), got {lease_name!r}"
+        )
+    options = Options(
+        lease_name=lease_name,
+        namespace=namespace or pod_namespace,
+        kubeconfig=txt("kubeconfig", environ.get("KUBECONFIG")),
+        context=txt("context", None),
+        identity=identity,
+        pod_name=pod_name,
+        node_name=node_name,
+        lease_duration=int(duration),
+        renew_interval=renew,
+        request_timeout=request_timeout,
+        max_clock_skew=skew,
+        acquire_wait=wait,
+        apiserver_outage=policy,
+        label_pod=label_pod and pod_name is not None,
+        label_node=label_node,
+        label_key=label_key,
+        events=bag.take("events", parsing.boolean, True),
+    )
+    bag.finish()
+    return options, spec.timeout
