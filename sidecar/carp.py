@@ -45,6 +45,9 @@ class DropReason(StrEnum):
     BAD_DIGEST = "bad_digest"
     REPLAY = "replay"
     NOT_A_PEER = "not_a_peer"
+    # the socket's receive buffer was full: the kernel dropped the packet before the
+    # daemon could read it (what a flood beyond the rate one core absorbs turns into)
+    KERNEL_RCVBUF = "kernel_rcvbuf"
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,9 +248,24 @@ class Runtime:
             self.loop_heartbeat = time.monotonic()
             for ifname in self.transports:
                 self._check_carrier(ifname)
+                self._count_kernel_drops(ifname)
             for inst in self.instances:
                 inst.housekeeping()
             await asyncio.sleep(tick)
+
+    def _count_kernel_drops(self, ifname: str) -> None:
+        n = self.transports[ifname].take_kernel_drops()
+        if n:
+            # the kernel does not say which VIP the lost packets were for
+            self.iface_drops[(ifname, carp.DropReason.KERNEL_RCVBUF.value)] += n
+            self._warn.warn(
+                f"rcvbuf/{ifname}",
+                f"receive buffer of {ifname} overflowed: the kernel dropped {n} packets",
+                interface=ifname,
+                event="drop",
+                reason=carp.DropReason.KERNEL_RCVBUF.value,
+                count=n,
+            )
 
     def _check_carrier(self, ifname: str) -> None:
         state = netif.link_state(ifname)
@@ -372,4 +387,7 @@ class Runtime:
             "ready_detail": rwhy,
             "vips": [inst.status() for inst in self.instances],
             "interface_drops": {f"{i}/{r}": n for (i, r), n in self.iface_drops.items()},
+            "receive_buffer_bytes": {
+                name: t.rcvbuf for name, t in self.transports.items()
+            },
         }

@@ -45,6 +45,8 @@ class FakeTransport:
         self.ethernet = True
         self._r, self._w = os.pipe()  # a real fd the loop can watch; never readable
         self.sent: list[tuple[str, bytes]] = []
+        self.kernel_drops = 0  # what PACKET_STATISTICS would report
+        self.rcvbuf = 2 << 20
 
     def fileno(self) -> int:
         return self._r
@@ -54,6 +56,10 @@ class FakeTransport:
 
     def receive(self, limit: int = 64) -> list:
         return []
+
+    def take_kernel_drops(self) -> int:
+        n, self.kernel_drops = self.kernel_drops, 0
+        return n
 
     def send_multicast(
         self, packet: bytes, vhid: int, group, *, broadcast: bool, real_mac: bool
