@@ -24,7 +24,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import VIP_FIELDS, ConfigError
+from sidecar.config import VIP_FIELDS, ConfigError, read_text_file
 
 # the Debian hook's defaults; they mean "ifup/ifdown IF:ucarp"
 DEBIAN_UPSCRIPT = "/usr/share/ucarp/vip-up"
@@ -67,7 +67,8 @@ def _logical_lines(path: Path) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     pending = ""
     start = 0
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    text = read_text_file(str(path), "from-interfaces")  # binary/non-UTF-8: one line
+    for lineno, raw in enumerate(text.splitlines(), 1):
         if not pending:
             start = lineno
         line = raw.rstrip()

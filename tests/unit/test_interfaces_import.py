@@ -236,3 +236,11 @@ def test_cli_flag_is_listed():
     parser = build_parser()
     ns = parser.parse_args(["run", "--from-interfaces", "/etc/network/interfaces"])
     assert isinstance(ns, argparse.Namespace) and ns.interfaces_file == "/etc/network/interfaces"
+
+
+def test_non_utf8_interfaces_file_names_the_file(tmp_path):
+    f = tmp_path / "interfaces"
+    f.write_bytes(b"iface eth0 inet static\n    ucarp-vid 3\xff\n")
+    with pytest.raises(ConfigError) as exc:
+        interfaces_import.parse(f)
+    assert str(exc.value) == f"from-interfaces: {f} is not UTF-8 text (byte 0xff at offset 38)"
