@@ -241,6 +241,12 @@ class ChaosBed:
                     request(node.proc.socket, None, "POST", "/v1/vips/all/demote?hold=2", 2.0)
 
     def finish(self, p: schedule.Planned, node: Node) -> None:
+        try:
+            self._heal(p, node)
+        finally:
+            node.busy = False
+
+    def _heal(self, p: schedule.Planned, node: Node) -> None:
         h = node.host
         if p.kind == "kill9":
             assert node.proc is not None
@@ -263,7 +269,6 @@ class ChaosBed:
         elif p.kind == "failup":
             for n in self.nodes.values():
                 n.flag.unlink(missing_ok=True)
-        node.busy = False
 
     def _after_sigterm(self, node: Node, proc: SidecarNode) -> None:
         try:
@@ -339,10 +344,11 @@ def run(
         wait_for(lambda: arp_out.exists() and arp_out.stat().st_size > 0, 10, 0.1, "prober")
         bed.start_watcher()
         t0 = time.time()
-        # (time, order, start?, planned): ends before starts at the same instant
+        # (time, order, start?, planned): at the same instant ends go before starts, except
+        # the end of an instantaneous fault, which must follow its own start
         actions = sorted(
             [(t0 + p.at, 1, True, p) for p in plan]
-            + [(t0 + p.at + p.duration, 0, False, p) for p in plan],
+            + [(t0 + p.at + p.duration, 2 if p.duration == 0 else 0, False, p) for p in plan],
             key=lambda a: (a[0], a[1]),
         )
         faults: dict[int, Fault] = {}

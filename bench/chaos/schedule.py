@@ -58,7 +58,7 @@ def plan(
             others = [k for k in names if k != kind and not (k in EXCLUSIVE and kind in EXCLUSIVE)]
             second = rng.choices(others, [KINDS[k][0] for k in others])[0]
             episode.append(
-                _draw(rng, len(out) + 2, second, t + rng.uniform(0.0, max(first.duration, 1.0)))
+                _draw(rng, len(out) + 2, second, t + rng.uniform(0.0, first.duration))
             )
         end = max(p.at + p.duration for p in episode)
         if end > seconds - tail:

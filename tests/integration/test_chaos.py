@@ -28,6 +28,8 @@ def test_two_minute_chaos_run_has_no_violations(tmp_path):
     result = json.loads(out.read_text())
     # the run really exercised something: faults fired and the prober saw an owner
     assert len(result["faults"]) >= 5, report
+    assert result["skipped"] == [], report
+    assert result["bed_errors"] == [], report
     assert result["recovery_s"]["n"] >= 3, report
     assert result["timeline"], report
     assert result["violations"] == [], report
