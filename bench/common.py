@@ -47,6 +47,32 @@ KA_MASTER_PRIO = 250
 KINDS = ("vip-sidecar", "ucarp", "keepalived")
 
 
+@dataclass(frozen=True)
+class Timers:
+    """Advert timers of a failover run: CARP advbase/advskew for vip-sidecar and ucarp,
+    advert_int and VRRP version for keepalived, and the prober's echo interval."""
+
+    advbase: int = ADVBASE
+    master_skew: int = MASTER_SKEW
+    backup_skew: int = BACKUP_SKEW
+    ka_advert_int: float = ADVBASE
+    ka_version: int = 2
+    ping_interval: float = 0.01
+
+    @property
+    def dead_interval(self) -> float:
+        return dead_interval(self.advbase, self.backup_skew)
+
+
+NORMAL_TIMERS = Timers()
+# the fastest CARP setting: -b 0 (master -k 1: 3.9 ms adverts, ~256/s; backup -k 20: a
+# 78 ms dead interval) against keepalived's fastest, VRRPv3 with centisecond adverts
+FAST_TIMERS = Timers(
+    advbase=0, master_skew=1, backup_skew=20, ka_advert_int=0.01, ka_version=3,
+    ping_interval=0.002,
+)  # fmt: skip
+
+
 def ka_priority(advskew: int) -> int:
     """keepalived (VRRPv2) waits 3*advert_int + (256-prio)/256 s; CARP backups wait
     3*advbase + advskew/256 s: prio 256-advskew gives the same nominal dead interval."""
@@ -251,10 +277,13 @@ def start_daemon(
     advskew: int,
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    timers: Timers = NORMAL_TIMERS,
 ) -> Daemon:
     _seq[0] += 1
     name = f"{kind}-{host.ns}-{_seq[0]}"
-    common = ("-v", str(vhid), "-p", PASSWORD, "-a", vip, "-b", str(ADVBASE), "-k", str(advskew))
+    common = (
+        "-v", str(vhid), "-p", PASSWORD, "-a", vip, "-b", str(timers.advbase), "-k", str(advskew)
+    )  # fmt: skip
     if kind == "vip-sidecar":
         return LoggedDaemon(
             topo.sidecar(host, *common, "--provider", "alias", *extra, name=name, env=env),
@@ -273,12 +302,22 @@ def start_daemon(
             vrid=vhid,
             vip=vip,
             priority=ka_priority(advskew) if advskew else KA_MASTER_PRIO,
+            advert_int=timers.ka_advert_int,
+            version=timers.ka_version,
         )
     raise ValueError(kind)
 
 
 def start_keepalived(
-    topo: Topology, host: Host, *, name: str, vrid: int, vip: str, priority: int
+    topo: Topology,
+    host: Host,
+    *,
+    name: str,
+    vrid: int,
+    vip: str,
+    priority: int,
+    advert_int: float = ADVBASE,
+    version: int = 2,
 ) -> Keepalived:
     w = topo.workdir
     notify_log = w / f"{name}.notify"
@@ -288,13 +327,14 @@ def start_keepalived(
         f"""global_defs {{
     router_id {name}
     max_auto_priority
+    vrrp_version {version}
 }}
 vrrp_instance VI_{vrid} {{
     state BACKUP
     interface {host.ifname}
     virtual_router_id {vrid}
     priority {priority}
-    advert_int {ADVBASE}
+    advert_int {advert_int:g}
     virtual_ipaddress {{
         {vip}/32 dev {host.ifname}
     }}

@@ -36,10 +36,11 @@ if __package__ in (None, ""):  # run as a file: python bench/failover.py
 from bench.common import (
     BACKUP_SKEW,
     KINDS,
-    MASTER_SKEW,
+    NORMAL_TIMERS,
     Capture,
     Daemon,
     Pinger,
+    Timers,
     Topology,
     base_parser,
     bench_topology,
@@ -71,7 +72,9 @@ def reset(topo: Topology, vip: str) -> None:
     )
 
 
-def one_run(topo: Topology, kind: str, scenario: str, phase: float) -> dict[str, Any]:
+def one_run(
+    topo: Topology, kind: str, scenario: str, phase: float, timers: Timers = NORMAL_TIMERS
+) -> dict[str, Any]:
     h1, h2, h3 = topo.hosts[:3]
     vip = topo.vip()
     reset(topo, vip)
@@ -80,7 +83,9 @@ def one_run(topo: Topology, kind: str, scenario: str, phase: float) -> dict[str,
     cap: Capture | None = None
     result: dict[str, Any] = {"kind": kind, "scenario": scenario, "ok": False}
     try:
-        master = start_daemon(topo, kind, h1, vhid=VHID, vip=vip, advskew=MASTER_SKEW)
+        master = start_daemon(
+            topo, kind, h1, vhid=VHID, vip=vip, advskew=timers.master_skew, timers=timers
+        )
         daemons.append(master)
         wait_for(
             lambda: master.state() == "MASTER" and h1.has_address(vip),
@@ -88,13 +93,15 @@ def one_run(topo: Topology, kind: str, scenario: str, phase: float) -> dict[str,
             what=f"{kind} master on h1",
         )
         cap = Capture(topo, h3)
-        backup = start_daemon(topo, kind, h2, vhid=VHID, vip=vip, advskew=BACKUP_SKEW)
+        backup = start_daemon(
+            topo, kind, h2, vhid=VHID, vip=vip, advskew=timers.backup_skew, timers=timers
+        )
         daemons.append(backup)
         wait_for(lambda: backup.state() == "BACKUP", 10, what=f"{kind} backup on h2")
         time.sleep(1.5)  # the backup has heard adverts: its dead timer runs from the last one
         if master.state() != "MASTER" or h2.has_address(vip):
             raise RuntimeError("pair did not settle with h1 as master")
-        ping = Pinger(topo, h3, vip)
+        ping = Pinger(topo, h3, vip, timers.ping_interval)
         wait_for(lambda: len(ping.replies()) >= 20, 5, what="echo replies before the event")
         # the event lands at a random point of the advert cycle (the same for every kind)
         time.sleep(phase)
