@@ -11,7 +11,6 @@ bind the VIP on a BACKUP too and are ready the moment the address arrives.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import time
@@ -104,22 +103,10 @@ class AliasProvider(Provider):
 
     async def _change(self, command: str) -> bool:
         """Add or delete the address; True if something changed (idempotent)."""
-        from pyroute2 import AsyncIPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
         index = self._index()
         _SNAPSHOTS.invalidate(index)
-        async with AsyncIPRoute() as ipr:
-            try:
-                await ipr.addr(
-                    command, index=index, address=str(self.vip.addr), prefixlen=self.prefix
-                )
-            except NetlinkError as exc:
-                # already there / already gone is the state we want
-                if exc.code in (errno.EEXIST, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT):
-                    return False
-                raise
-        return True
+        # one local netlink request: answered in microseconds, no thread needed
+        return netif.change_ipv4_address(command, index, str(self.vip.addr), self.prefix)
 
     def _start_garps(self) -> None:
         self._stop_garps()
