@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from providers import registry
@@ -225,9 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctl = sub.add_parser(
         "ctl",
-        help="operator control over the unix status socket: planned demotion, maintenance freeze",
+        help="operator control over the unix status socket: planned demotion, maintenance "
+        "freeze, configuration reload",
     )
-    ctl.add_argument("action", choices=("demote", "maintenance-on", "maintenance-off"))
+    ctl.add_argument(
+        "action",
+        choices=("demote", "maintenance-on", "maintenance-off", "reload"),
+        help="reload: re-read the configuration without a flap (systemctl reload)",
+    )
     ctl.add_argument("--vip", default="all", help="VIP name (default: all)")
     ctl.add_argument(
         "--hold", type=float, default=10.0, help="demote: seconds to stay BACKUP (default 10)"
@@ -383,8 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.preflight import run_checks
 
         return asyncio.run(run_checks(config, providers, only))
+    def reload_config() -> tuple[Config, dict[str, Any]]:
+        """`ctl reload`: the same command line and environment, read again."""
+        from sidecar.preflight import check_host
+
+        fresh, fresh_providers, _ = configure_ns(ns, os.environ)
+        check_host(fresh)
+        return fresh, fresh_providers
+
     try:
-        return run(config, providers, sockets)
+        return run(config, providers, sockets, reload_config)
     finally:
         for bound in sockets:
             bound.remove()
@@ -405,7 +418,12 @@ def bind_unix_sockets(config: Config) -> list[BoundSocket]:
     return bound
 
 
-def run(config: Config, providers: dict[str, Any], sockets: Sequence[BoundSocket] = ()) -> int:
+def run(
+    config: Config,
+    providers: dict[str, Any],
+    sockets: Sequence[BoundSocket] = (),
+    reload_config: Callable[[], tuple[Config, dict[str, Any]]] | None = None,
+) -> int:
     if config.daemonize:
         daemonize()
     for warning in setup(
@@ -428,6 +446,10 @@ def run(config: Config, providers: dict[str, Any], sockets: Sequence[BoundSocket
 
     async def main_async() -> int:
         runtime = Runtime(config, providers)
+        if reload_config is not None:
+            from sidecar.reload import Reloader
+
+            runtime.reloader = Reloader(runtime, reload_config)
         server = None
         tcp = config.http if config.http and not config.http.startswith(("unix:", "/")) else None
         if tcp or sockets:

@@ -88,6 +88,19 @@ async def maintenance(request: web.Request) -> web.Response:
     return web.json_response({"maintenance": on, "vips": [i.cfg.name for i in targets]})
 
 
+async def reload(request: web.Request) -> web.Response:
+    _control_targets(request)  # the ACL of every control request
+    reloader = request.app[RUNTIME_KEY].reloader
+    if reloader is None:
+        raise web.HTTPNotImplemented(text="this daemon was not started with a reloadable config\n")
+    from sidecar.reload import ReloadRejected
+
+    try:
+        return web.json_response(await reloader.reload())
+    except ReloadRejected as exc:
+        raise web.HTTPBadRequest(text=f"reload rejected, running config kept: {exc}\n") from None
+
+
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME_KEY] = runtime
@@ -97,6 +110,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/vips/{vip}/demote", demote)
     app.router.add_post("/v1/vips/{vip}/maintenance/{switch:on|off}", maintenance)
+    app.router.add_post("/v1/reload", reload)
     return app
 
 

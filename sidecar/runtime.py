@@ -10,16 +10,19 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.base import Provider
 from providers.registry import load_provider
 from sidecar import carp, netif
-from sidecar.config import Config
+from sidecar.config import Config, VipConfig
 from sidecar.election import Reason, State
 from sidecar.instance import VipInstance
 from sidecar.log import RateLimitedWarnings, event
 from sidecar.sdnotify import SystemdBridge
+
+if TYPE_CHECKING:
+    from sidecar.reload import Reloader
 from sidecar.transport import InterfaceTransport, TransportError
 
 HOUSEKEEPING_S = 1.0
@@ -50,7 +53,7 @@ class Runtime:
         handle_signals: bool = True,
     ) -> None:
         self.config = config
-        self._transport_factory = transport_factory
+        self.transport_factory = transport_factory
         self._handle_signals = handle_signals
         self._providers = providers if providers is not None else build_providers(config)
         self.transports: dict[str, InterfaceTransport] = {}
@@ -66,6 +69,7 @@ class Runtime:
         self._housekeeper: asyncio.Task[None] | None = None
         self._carrier: dict[str, bool] = {}
         self.systemd = SystemdBridge(self)
+        self.reloader: Reloader | None = None  # set by the CLI: `ctl reload` re-reads its config
         self._src_present: dict[str, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -82,23 +86,7 @@ class Runtime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for vip in self.config.vips:
-            transport = self.transports.get(vip.interface)
-            if transport is None:
-                transport = self._transport_factory(vip.interface)
-                self.transports[vip.interface] = transport
-                event(
-                    logging.INFO,
-                    f"Local advertised ethernet address is [{netif.format_mac(transport.mac)}]",
-                    interface=vip.interface,
-                )
-            if not vip.peers and not vip.nomcast:
-                transport.join(vip.mcast)
-            self._own_src.setdefault(vip.interface, set()).add(vip.srcip)
-            inst = VipInstance(
-                vip, self.config, transport, self._providers.get(vip.name, []), node_name()
-            )
-            self.instances.append(inst)
-            self._by_vhid[(vip.interface, vip.vhid)] = inst
+            self.add_vip(vip, self._providers.get(vip.name, []))
         if self._handle_signals:
             for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
@@ -109,6 +97,43 @@ class Runtime:
         await asyncio.gather(*(inst.start() for inst in self.instances))
         self.loop_heartbeat = time.monotonic()  # alive now, before the first housekeeping
         self._housekeeper = asyncio.ensure_future(self._housekeeping())
+
+    def add_vip(
+        self, vip: VipConfig, providers: list[Provider], transport: InterfaceTransport | None = None
+    ) -> VipInstance:
+        """Wire one VIP to its interface's sockets (opened on first use); start() and a
+        reload (sidecar.reload) both come through here."""
+        if vip.interface not in self.transports:
+            transport = transport or self.transport_factory(vip.interface)
+            self.transports[vip.interface] = transport
+            event(
+                logging.INFO,
+                f"Local advertised ethernet address is [{netif.format_mac(transport.mac)}]",
+                interface=vip.interface,
+            )
+            if self._housekeeper is not None:  # a reload: the loop already reads the others
+                asyncio.get_running_loop().add_reader(
+                    transport.fileno(), self._on_readable, transport
+                )
+        transport = self.transports[vip.interface]
+        if not vip.peers and not vip.nomcast:
+            transport.join(vip.mcast)
+        self._own_src.setdefault(vip.interface, set()).add(vip.srcip)
+        inst = VipInstance(vip, self.config, transport, providers, node_name())
+        self.instances.append(inst)
+        self._by_vhid[(vip.interface, vip.vhid)] = inst
+        return inst
+
+    def forget_vip(self, inst: VipInstance) -> None:
+        """After inst.stop(): stop dispatching to it; close an interface nobody uses."""
+        self.instances.remove(inst)
+        self._by_vhid.pop((inst.cfg.interface, inst.cfg.vhid), None)
+        left = [i for i in self.instances if i.cfg.interface == inst.cfg.interface]
+        self._own_src[inst.cfg.interface] = {i.cfg.srcip for i in left}
+        if not left:
+            transport = self.transports.pop(inst.cfg.interface)
+            asyncio.get_running_loop().remove_reader(transport.fileno())
+            transport.close()
 
     def request_stop(self, why: str = "request") -> None:
         if self._stop.is_set():
@@ -326,7 +351,7 @@ class Runtime:
             return True
         loop = asyncio.get_running_loop()
         try:
-            fresh = self._transport_factory(ifname)
+            fresh = self.transport_factory(ifname)
             for inst in self.instances:
                 if inst.cfg.interface == ifname and not inst.cfg.peers and not inst.cfg.nomcast:
                     fresh.join(inst.cfg.mcast)
@@ -386,6 +411,9 @@ class Runtime:
             "ready": rdy,
             "ready_detail": rwhy,
             "vips": [inst.status() for inst in self.instances],
+            "reload": None
+            if self.reloader is None
+            else {"last": self.reloader.last, "pending_provider_swaps": self.reloader.pending()},
             "interface_drops": {f"{i}/{r}": n for (i, r), n in self.iface_drops.items()},
             "receive_buffer_bytes": {
                 name: t.rcvbuf for name, t in self.transports.items()

@@ -111,7 +111,7 @@ def print_status(socket_path: str | None, url: str | None, raw: bool) -> int:
 
 
 def control(socket_path: str | None, action: str, vip: str, hold: float) -> int:
-    """`vip-sidecar ctl`: demote / maintenance on|off over the unix status socket."""
+    """`vip-sidecar ctl`: demote / maintenance on|off / reload over the unix status socket."""
     if not socket_path:
         print("vip-sidecar ctl: give --socket PATH (or VIP_SIDECAR_STATUS_SOCKET)", file=sys.stderr)
         return 2
@@ -121,9 +121,12 @@ def control(socket_path: str | None, action: str, vip: str, hold: float) -> int:
         "demote": f"/v1/vips/{name}/demote?hold={hold:g}",
         "maintenance-on": f"/v1/vips/{name}/maintenance/on",
         "maintenance-off": f"/v1/vips/{name}/maintenance/off",
+        "reload": "/v1/reload",
     }[action]
+    # a reload waits for removed VIPs to bow out and hand over (shutdown_timeout)
+    timeout = 60.0 if action == "reload" else 5.0
     try:
-        print(json.dumps(request(socket_path, None, "POST", path)))
+        print(json.dumps(request(socket_path, None, "POST", path, timeout)))
     except (OSError, ValueError) as exc:
         print(f"vip-sidecar ctl: {exc}", file=sys.stderr)
         return 1

@@ -34,6 +34,11 @@ class NotifyListener:
             fields = dict(line.partition("=")[::2] for line in data.decode().splitlines())
             self.messages.append((time.monotonic(), fields))
 
+    @property
+    def env(self):
+        """What systemd puts in the service's environment."""
+        return {"NOTIFY_SOCKET": self.sock.getsockname()}
+
     def with_key(self, key):
         return [(t, m) for t, m in self.messages if key in m]
 
@@ -71,12 +76,8 @@ def test_ready_status_watchdog_and_stopping_from_a_real_daemon(make_topo):
     )
     listener = NotifyListener(str(topo.workdir / "notify.sock"))
     try:
-        node = topo.sidecar(
-            h1,
-            "--config",
-            str(cfg),
-            env={"NOTIFY_SOCKET": listener.sock.getsockname(), "WATCHDOG_USEC": "1500000"},
-        )
+        env = {**listener.env, "WATCHDOG_USEC": "1500000"}
+        node = topo.sidecar(h1, "--config", str(cfg), env=env)
         ready = wait_for(lambda: listener.with_key("READY"), 10, what="READY=1")
         first = ready[0][1]
         assert first["STATUS"] == "web BACKUP, db BACKUP"
