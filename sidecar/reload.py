@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from providers.base import Pipeline, Provider
+from providers.base import Provider
 from sidecar.config import Config, VipConfig
 from sidecar.election import State
 from sidecar.log import event
+from sidecar.pipeline import Pipeline
 from sidecar.transport import InterfaceTransport, TransportError
 
 if TYPE_CHECKING:

@@ -59,6 +59,13 @@ def test_sdist_and_wheel_pass_twine_check(dist):
     assert f"vip_sidecar-{VERSION}.dist-info/licenses/LICENSE" in names
     assert f"vip_sidecar-{VERSION}.data/data/share/man/man8/vip-sidecar.8" in names
     assert not [n for n in names if n.startswith("tests/")]
+    # every module of the source tree is shipped (subpackages included)
+    source = {
+        str(f.relative_to(REPO))
+        for pkg in ("sidecar", "providers")
+        for f in (REPO / pkg).rglob("*.py")
+    }
+    assert source <= set(names), sorted(source - set(names))
     with tarfile.open(sdist) as tf:
         members = {m.split("/", 1)[1] for m in tf.getnames() if "/" in m}
     for path in ("LICENSE", "packaging/man/vip-sidecar.8", "packaging/systemd/vip-sidecar.service",
