@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -375,15 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_status(ns.socket, ns.url, ns.json)
     try:
         config, providers, only = configure_ns(ns, os.environ)
-        sockets: list[BoundSocket] = []
         if ns.command == "run":
             # everything the host can refuse is checked before the first log line
             from sidecar.preflight import check_host
 
             check_host(config)
-            sockets = bind_unix_sockets(config)
+            opened = open_everything(config)
     except (ConfigError, ValueError) as exc:
         return config_error(exc)
+    except StartupError as exc:
+        print(f"vip-sidecar: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
     if ns.command == "check":
         from sidecar.preflight import run_checks
 
@@ -397,10 +400,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fresh, fresh_providers
 
     try:
-        return run(config, providers, sockets, reload_config)
+        return run(config, providers, opened, reload_config)
     finally:
-        for bound in sockets:
+        for bound in opened.unix:
             bound.remove()
+
+
+@dataclasses.dataclass
+class Opened:
+    """What run() needs from the host, acquired before the first log line so that a
+    refusal (socket path, port in use, no CAP_NET_RAW) is one line and exit 2."""
+
+    unix: list[BoundSocket] = dataclasses.field(default_factory=list)
+    tcp: socket.socket | None = None
+    transports: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def transport_factory(self, ifname: str) -> Any:
+        # the pre-opened sockets first; a re-created interface gets new ones later
+        from sidecar.transport import InterfaceTransport
+
+        return self.transports.pop(ifname, None) or InterfaceTransport(ifname)
+
+
+def open_everything(config: Config) -> Opened:
+    from sidecar.transport import InterfaceTransport, TransportError
+
+    opened = Opened(unix=bind_unix_sockets(config))
+    try:
+        if config.http and not config.http.startswith(("unix:", "/")):
+            opened.tcp = bind_tcp(config.http)
+        for vip in config.vips:
+            if vip.interface not in opened.transports:
+                opened.transports[vip.interface] = InterfaceTransport(vip.interface)
+    except (ConfigError, TransportError) as exc:
+        for bound in opened.unix:
+            bound.sock.close()
+            bound.remove()
+        for transport in opened.transports.values():
+            transport.close()
+        if isinstance(exc, ConfigError):
+            raise
+        raise StartupError(str(exc)) from None
+    return opened
+
+
+def bind_tcp(address: str) -> socket.socket:
+    from sidecar.http import split_address
+
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError("http", f"cannot listen on {address}: {why}") from None
 
 
 def bind_unix_sockets(config: Config) -> list[BoundSocket]:
@@ -421,9 +474,10 @@ def bind_unix_sockets(config: Config) -> list[BoundSocket]:
 def run(
     config: Config,
     providers: dict[str, Any],
-    sockets: Sequence[BoundSocket] = (),
+    opened: Opened | None = None,
     reload_config: Callable[[], tuple[Config, dict[str, Any]]] | None = None,
 ) -> int:
+    opened = opened or Opened()
     if config.daemonize:
         daemonize()
     for warning in setup(
@@ -445,20 +499,20 @@ def run(
     from sidecar.transport import TransportError
 
     async def main_async() -> int:
-        runtime = Runtime(config, providers)
+        runtime = Runtime(config, providers, transport_factory=opened.transport_factory)
         if reload_config is not None:
             from sidecar.reload import Reloader
 
             runtime.reloader = Reloader(runtime, reload_config)
         server = None
-        tcp = config.http if config.http and not config.http.startswith(("unix:", "/")) else None
-        if tcp or sockets:
+        listening = [b.sock for b in opened.unix] + ([opened.tcp] if opened.tcp else [])
+        if listening:
             from sidecar.http import start_server
 
             try:
-                server = await start_server(runtime, tcp, [b.sock for b in sockets])
+                server = await start_server(runtime, listening)
             except (OSError, ValueError, OverflowError) as exc:
-                raise StartupError(f"http: cannot serve on {tcp}: {exc}") from None
+                raise StartupError(f"http: cannot serve: {exc}") from None
         try:
             await runtime.run()
         finally:

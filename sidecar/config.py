@@ -573,6 +573,8 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
     peers = tuple(p for p in f.get("peers", ()) if p != f["srcip"])
     if f.get("peers") and not peers:
         raise ConfigError(where + "peers", f"lists only this node's own srcip {f['srcip']}")
+    if addr in peers:
+        raise ConfigError(where + "peers", f"lists the VIP {addr} itself; list the nodes' srcips")
     providers = f.get("providers")
     if providers is None:
         has_scripts = f.get("upscript") or f.get("downscript")
@@ -581,6 +583,9 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         script = f.get(script_field)
         if script and not os.access(script, os.X_OK):
             warnings.append(f"{where}{script_field} {script} is not an executable file (yet)")
+        elif script and _writable_by_others(script):
+            # it runs with the daemon's privileges: whoever can edit it owns the node
+            warnings.append(f"{where}{script_field} {script} is writable by others")
     if not (f.get("upscript") or f.get("downscript")) and any(
         p.name == "script" for p in providers
     ):
@@ -611,6 +616,13 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         real_mac=f.get("real_mac", False),
         providers=tuple(providers),
     )
+
+
+def _writable_by_others(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
 
 
 def _check_unique(vips: tuple[VipConfig, ...]) -> None:

@@ -121,17 +121,12 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def start_server(
-    runtime: Runtime, address: str | None, unix_sockets: Sequence[socket.socket] = ()
-) -> web.AppRunner:
-    """TCP on HOST:PORT, and the unix sockets already bound with their mode
-    (sidecar.unixsock.bind): listening starts here."""
+async def start_server(runtime: Runtime, sockets: Sequence[socket.socket]) -> web.AppRunner:
+    """Serve on sockets bound before start-up (cli.open_everything: unix ones with their
+    mode by sidecar.unixsock.bind, TCP on HOST:PORT), so binding problems are config
+    errors and not failures after the daemon has begun to log."""
     runner = web.AppRunner(make_app(runtime), access_log=None)
     await runner.setup()
-    sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in unix_sockets]
-    if address:
-        host, port = split_address(address)
-        sites.append(web.TCPSite(runner, host, port))
-    for site in sites:
-        await site.start()
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
     return runner

@@ -120,6 +120,7 @@ class BoundSocket:
 
 def bind(path: str, group: int | None = None) -> BoundSocket:
     """Bind and set the mode (and group) before anyone can connect; the caller listens."""
+    path = os.path.abspath(path)  # -B chdirs to /: remove() must still find the file
     check_directory(path, group)
     _remove_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -2,6 +2,7 @@
 errors and ctl with awkward names, against the real daemon."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -24,11 +25,11 @@ def ctl(node, *args):
     return res.returncode, res.stdout, res.stderr
 
 
-def run_once(host, *args):
+def run_once(host, *args, prefix=()):
     """The daemon's start-up only: it must refuse, so it exits by itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_SIDECAR_")}
     res = subprocess.run(
-        ["ip", "netns", "exec", host.ns, sys.executable, "-m", "sidecar", "run",
+        ["ip", "netns", "exec", host.ns, *prefix, sys.executable, "-m", "sidecar", "run",
          "-i", host.ifname, *args], capture_output=True, text=True,
         env={**env, "PYTHONPATH": str(REPO)}, timeout=20,
     )
@@ -106,3 +107,24 @@ def test_start_up_errors_are_one_line_naming_the_field(make_topo, tmp_path):
         rc, err = run_once(h, *common, *extra)
         assert rc == 2 and err.count("\n") == 1 and err.startswith(start), err
     assert not list(shared.iterdir())
+    # a port in use inside the namespace, and no CAP_NET_RAW: refused before any log line
+    holder = subprocess.Popen(["ip", "netns", "exec", h.ns, sys.executable, "-c",
+                               "import socket, time; s = socket.create_server(('0.0.0.0', 9477));"
+                               " print('ok', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        rc, err = run_once(h, *common, "--http", f"{h.ip}:9477")
+        assert rc == 2 and err == (
+            f"vip-sidecar: config error: http: cannot listen on {h.ip}:9477: "
+            "Address already in use\n"
+        ), err
+    finally:
+        holder.kill()
+        holder.wait()
+    if shutil.which("setpriv"):
+        rc, err = run_once(h, *common, prefix=("setpriv", "--bounding-set", "-net_raw",
+                                               "--inh-caps", "-net_raw", "--"))
+        assert rc == 2 and err == (
+            "vip-sidecar: interface eth0: raw sockets need CAP_NET_RAW (run as root or grant it)\n"
+        ), err

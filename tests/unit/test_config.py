@@ -317,3 +317,18 @@ def test_binary_or_non_utf8_config_names_the_file(tmp_path, content, needle):
     with pytest.raises(ConfigError) as exc:
         load_file(str(bad))
     assert str(exc.value) == f"config: {bad} {needle}"
+
+
+def test_vip_listed_as_a_peer_refused():
+    with pytest.raises(ConfigError, match=r"peers: lists the VIP 10\.0\.0\.100 itself"):
+        build_config(overrides={**BASE, "peers": "10.0.0.3,10.0.0.100"})
+
+
+def test_script_writable_by_others_warns(tmp_path):
+    script = tmp_path / "up.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o757)
+    cfg = build_config(overrides={**BASE, "upscript": str(script)})
+    assert f"upscript {script} is writable by others" in cfg.warnings
+    script.chmod(0o755)
+    assert not build_config(overrides={**BASE, "upscript": str(script)}).warnings

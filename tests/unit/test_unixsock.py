@@ -151,7 +151,7 @@ async def test_control_needs_the_right_peer_even_through_a_loosened_mode():
     os.chmod(d, 0o755)
     bound = unixsock.bind(f"{d}/s.sock")
     runtime = _StubRuntime(config=SimpleNamespace(status_socket_group=None), instances=[])
-    server = await start_server(runtime, None, [bound.sock])
+    server = await start_server(runtime, [bound.sock])
     os.chmod(bound.path, 0o666)  # someone loosened the file mode by hand
 
     async def as_user(uid, method, path):
@@ -169,3 +169,12 @@ async def test_control_needs_the_right_peer_even_through_a_loosened_mode():
     finally:
         await server.cleanup()
         shutil.rmtree(d)
+
+
+def test_relative_path_is_made_absolute(private_dir, monkeypatch):
+    monkeypatch.chdir(private_dir)
+    bound = unixsock.bind("s.sock")
+    monkeypatch.chdir("/")  # what -B (daemonize) does
+    bound.sock.close()
+    bound.remove()
+    assert bound.path == str(private_dir / "s.sock") and not (private_dir / "s.sock").exists()
