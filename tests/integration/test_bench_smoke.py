@@ -53,6 +53,11 @@ NUMBER = r"\d+(\.\d+)?(e[+-]?\d+)?x"
             ],
         ),
         (
+            "fasttimers",
+            ["Steady -b 0", "Node death (link down + kill -9 of the master) at the fastest"],
+            ["vip-sidecar/keepalived first reply median"],
+        ),
+        (
             "scale",
             ["Scale over"],
             ["N=1 vip-sidecar/ucarp CPU master", "N=16 vip-sidecar/ucarp jitter p99"],

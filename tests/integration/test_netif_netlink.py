@@ -38,5 +38,10 @@ def test_add_delete_dump_are_idempotent_and_match_ip():
         # added, already there, seen; removed, already gone, not seen; bad index refused
         assert res.stdout.strip() == "[True, False, True, True, False, False, 19]", res.stdout
         assert not h.has_address(vip)
+        # an address with a label (`eth0:1`, ifconfig alias style) belongs to eth0 too
+        h.run("ip", "addr", "add", f"{topo.vip(50)}/24", "dev", "eth0", "label", "eth0:1")
+        code = "from sidecar import netif; print(sorted(map(str, netif.ipv4_addresses('eth0'))))"
+        res = h.run(sys.executable, "-c", code)
+        assert res.stdout.strip() == str(sorted([h.ip, topo.vip(50)])), res.stdout
     finally:
         topo.close()

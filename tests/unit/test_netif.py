@@ -56,3 +56,9 @@ def test_netlink_error_is_an_oserror():
 def test_live_dump_sees_loopback():
     by_index = netif.address_table()
     assert "127.0.0.1" in by_index.get(socket.if_nametoindex("lo"), frozenset())
+
+
+def test_ipv4_addresses_of_one_interface_by_name():
+    assert "127.0.0.1" in {str(a) for a in netif.ipv4_addresses("lo")}
+    with pytest.raises(OSError):
+        netif.ipv4_addresses("no-such-if0")
