@@ -234,14 +234,13 @@ def report(results: dict[str, Any], loaded: dict[str, bool], window: float) -> N
 IMPORT_SETS = (
     ("interpreter", ()),
     ("+ asyncio", ("asyncio",)),
-    ("+ pyroute2", ("asyncio", "pyroute2")),
     ("+ sidecar runtime, alias provider",
-     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias")),
+     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias")),
     ("+ aiohttp, prometheus_client (--http)",
-     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias", "sidecar.http",
+     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias", "sidecar.http",
       "sidecar.metrics", "aiohttp", "prometheus_client")),
     ("+ boto3, kubernetes (aws, kubernetes providers)",
-     ("asyncio", "pyroute2", "sidecar.cli", "sidecar.runtime", "providers.alias", "boto3",
+     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias", "boto3",
       "kubernetes.client", "providers.aws", "providers.kubernetes")),
 )  # fmt: skip
 
