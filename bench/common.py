@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.integration.harness import (  # noqa: E402
+from testbed.harness import (  # noqa: E402
     Host,
     Proc,
     SidecarNode,

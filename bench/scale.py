@@ -62,7 +62,7 @@ from bench.common import (
     write_json,
 )
 from sidecar.status_client import fetch_status
-from tests.integration.harness import SidecarNode
+from testbed.harness import SidecarNode
 
 NOMINAL = ADVBASE + MASTER_SKEW / 256
 # the alias provider re-reads the interface's addresses every reassert_interval (5 s) per

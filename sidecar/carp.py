@@ -1,7 +1,8 @@
 """The CARP advertisement wire codec, byte-compatible with ucarp 1.5.2.
 
-Pure functions only: no sockets, no clocks. Layout and the exact HMAC input are
-specified in shared/spec/ucarp.md sections 1 and 2.
+Pure functions only: no sockets, no clocks. Layout and the exact HMAC input
+are those of ucarp 1.5.2 (src/carp.c, src/ip_carp.h); tests/unit/test_carp_vectors.py
+checks them byte for byte against known-good vectors.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def encode_garp(mac: bytes, vip: IPv4Address) -> bytes:
 
 
 def decode_ip(data: bytes) -> Packet | DropReason:
-    """Structural checks of spec section 2 (length, protocol, header size), in ucarp's order.
+    """Structural receive checks (length, protocol, header size), in ucarp's order.
 
     Deliberately not checked, like ucarp: IP version nibble, total length, CARP type,
     authlen, demote byte. Authentication is the caller's job (it needs the local config).

@@ -1,7 +1,7 @@
 """The CARP election as a pure state machine (INIT/BACKUP/MASTER).
 
 It owns no socket and never sleeps: the runtime feeds it adverts and clock ticks and
-carries out the actions it returns. Rules follow ucarp 1.5.2 (spec section 3), with
+carries out the actions it returns. Rules follow ucarp 1.5.2 (src/carp.c), with
 three deliberate extensions that stay wire-compatible:
 
 * a promotion can be made to wait for confirmation (the pre-master veto of providers);
@@ -61,7 +61,8 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class SendGarp:
-    delayed: bool
+    """A gratuitous ARP for the VIP: on promotion, on a worse master, and ucarp's
+    second one two adverts after promotion."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,7 @@ class Election:
                 actions += self._enter_backup(Reason.PREFERRED_MASTER)
                 return actions
             self._delayed_garp = 2
-            return [SendGarp(delayed=False), Reassert(src)]
+            return [SendGarp(), Reassert(src)]
         if self.params.preempt and local < remote:
             return self._master_down(Reason.PREEMPT)
         dead_local = self.params.advbase * self.params.deadratio * US + (self.advskew * US) // 256
@@ -204,7 +205,7 @@ class Election:
             if self._delayed_garp > 0:
                 self._delayed_garp -= 1
                 if self._delayed_garp == 0:
-                    actions.append(SendGarp(delayed=True))
+                    actions.append(SendGarp())
         return actions
 
     def confirm_promotion(self, ticket: int | None = None) -> list[Action]:
@@ -339,7 +340,7 @@ class Election:
         self._delayed_garp = 2
         return [
             Transition(State.BACKUP, State.MASTER, reason),
-            SendGarp(delayed=False),
+            SendGarp(),
             self._advert(),
         ]
 

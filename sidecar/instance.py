@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import random
 import secrets
@@ -309,7 +310,7 @@ class VipInstance:
         return None
 
     def _check(self, pkt: carp.Packet) -> carp.DropReason | None:
-        """Spec section 2 checks 8-10 plus our unicast and replay extensions, in order."""
+        """ucarp's receive checks 8-10 plus our unicast and replay extensions, in order."""
         cfg, adv = self.cfg, pkt.adv
         if cfg.peers and pkt.src not in cfg.peers:
             return self._reject(
@@ -322,7 +323,7 @@ class VipInstance:
         if carp.internet_checksum(pkt.checked_bytes) != 0:
             return self._reject(pkt, carp.DropReason.BAD_CHECKSUM, "Bad IP checksum")
         expected = self.auth.digest(adv.counter)
-        if expected != adv.digest:
+        if not hmac.compare_digest(expected, adv.digest):
             return self._reject(
                 pkt,
                 carp.DropReason.BAD_DIGEST,

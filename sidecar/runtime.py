@@ -190,7 +190,8 @@ class Runtime:
                 self.dispatch(transport.ifname, received.data)
 
     def dispatch(self, ifname: str, data: bytes) -> carp.DropReason | None:
-        """Checks 1-7 of spec section 2, then hand the packet to the vhid's instance."""
+        """ucarp's receive checks 1-7 (interface level), then hand the packet to the vhid's
+        instance, which runs the rest."""
         pkt = carp.decode_ip(data)
         if isinstance(pkt, carp.DropReason):
             return self._drop(ifname, pkt, None)

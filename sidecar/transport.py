@@ -3,7 +3,7 @@
 Receive: an AF_PACKET datagram socket (IP packets without the link header) with a
 classic BPF filter for protocol 112. Unlike a raw IP socket it also sees packets with a
 bad IP checksum and broadcast-MAC (--nomcast) frames for a group we did not join, so
-every check of spec section 2 can be done, and counted, in user space.
+every one of ucarp's receive checks can be done, and counted, in user space.
 
 Send: multicast/broadcast adverts and gratuitous ARPs are whole Ethernet frames written
 on an AF_PACKET socket (ucarp's exact frame, source MAC 00:00:5e:00:00:<vhid>); unicast

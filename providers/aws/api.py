@@ -84,11 +84,6 @@ def shared_client(
         return found
 
 
-def clear_clients() -> None:
-    with _CLIENTS_LOCK:
-        _CLIENTS.clear()
-
-
 @dataclass
 class CallStats:
     calls: Counter[str] = field(default_factory=Counter)

@@ -154,10 +154,6 @@ class Verdict:
     remaining_s: float = 0.0
     detail: str = ""
 
-    @property
-    def takeable(self) -> bool:
-        return self.standing is not Standing.HELD
-
 
 class LeaseObserver:
     """Remembers when we first saw each resourceVersion (monotonic), for client-go's

@@ -9,12 +9,12 @@ import urllib.request
 
 import pytest
 
-from providers.aws.api import clear_clients
 from providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
 from providers.aws.imds import ImdsClient
 from providers.aws.provider import AwsProvider, create
 from providers.base import VipContext
 from sidecar.config import build_config
+from tests.awsfakes import forget_clients
 from tests.awsfakes.imds import FakeImds
 from tests.awsfakes.moto_server import FaultyMoto
 from tests.awsfakes.world import World, seed
@@ -44,7 +44,7 @@ def world(servers, monkeypatch) -> World:
     moto.reset()
     imds.hang_put = False
     imds.revoke_tokens()
-    clear_clients()
+    forget_clients()
     world = seed(moto.client(), [f"{NET}.0.1", f"{NET}.0.2"], MACS,
                  vpc_cidr=f"{NET}.0.0/16", subnet_cidr=f"{NET}.0.0/24")
     imds.local_ipv4s_from = world.local_ipv4s

@@ -13,12 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.metrics import parse_text
 from tests.integration.harness import NETNS, REPO, wait_for
 
 pytestmark = [NETNS, pytest.mark.netns]
 PW = ("-p", "secret", "-v", "11")
 PORT = 9477
+
+
+def parse_text(text: str) -> dict:
+    """Samples by name, through prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
 
 
 def get(ip, path, timeout=2.0):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from providers.aws.api import SharedClient, clear_clients
+from providers.aws.api import SharedClient
 from providers.aws.errors import (
     AwsConfigError,
     AwsFenceLost,
@@ -18,6 +18,7 @@ from providers.aws.errors import (
 from providers.aws.provider import ACT_INTERVAL_S, AwsProvider
 from providers.base import VipContext
 from sidecar.config import build_config
+from tests.awsfakes import forget_clients
 from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, client_error
 
 VIP = "10.0.0.100"
@@ -26,9 +27,9 @@ ROUTE_VIP = "192.168.50.1"
 
 @pytest.fixture(autouse=True)
 def _fresh_clients():
-    clear_clients()
+    forget_clients()
     yield
-    clear_clients()
+    forget_clients()
 
 
 def make(ec2: FakeEc2, eni_id: str, mode: str = "secondary-ip", vip: str = VIP,

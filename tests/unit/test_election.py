@@ -73,7 +73,7 @@ def test_backup_becomes_master_exactly_at_dead_interval():
     acts = e.tick()
     assert acts == [
         Transition(State.BACKUP, State.MASTER, Reason.MASTER_DOWN),
-        SendGarp(delayed=False),
+        SendGarp(),
         SendAdvert(1, 0),
     ]
 
@@ -86,7 +86,7 @@ def test_master_adverts_each_interval_and_delayed_garp_after_two():
         clock.now = e.next_deadline()
         sent.append(e.tick())
     assert sent[0] == [SendAdvert(1, 100)]
-    assert sent[1] == [SendAdvert(1, 100), SendGarp(delayed=True)]
+    assert sent[1] == [SendAdvert(1, 100), SendGarp()]
     assert sent[2] == [SendAdvert(1, 100)]
     # cadence is exactly one interval (1 + 100/256 s)
     assert e.next_deadline() - clock.now == pytest.approx(1.390625)
@@ -125,19 +125,19 @@ def test_master_keeps_role_against_worse_master_and_reasserts():
     e, clock = started(advskew=10)
     to_master(e, clock)
     acts = e.on_advert(PEER_HIGHER, 1, 50)
-    assert acts == [SendGarp(delayed=False), Reassert(PEER_HIGHER)]
+    assert acts == [SendGarp(), Reassert(PEER_HIGHER)]
     assert e.state is State.MASTER
     clock.now = e.next_deadline()
     e.tick()
     clock.now = e.next_deadline()
-    assert SendGarp(delayed=True) in e.tick()
+    assert SendGarp() in e.tick()
 
 
 def test_two_masters_equal_interval_lower_ip_wins():
     e, clock = started()
     to_master(e, clock)
     # the higher peer keeps advertising: we (lower) stay master
-    assert e.on_advert(PEER_HIGHER, 1, 0) == [SendGarp(delayed=False), Reassert(PEER_HIGHER)]
+    assert e.on_advert(PEER_HIGHER, 1, 0) == [SendGarp(), Reassert(PEER_HIGHER)]
     # the lower peer wins the tie: we yield
     acts = e.on_advert(PEER_LOWER, 1, 0)
     assert transitions(acts) == [Transition(State.MASTER, State.BACKUP, Reason.PREFERRED_MASTER)]
@@ -179,7 +179,7 @@ def test_bow_out_advert_makes_backup_take_over_at_once():
 def test_master_ignores_bow_out_of_other_node_except_reassert():
     e, clock = started()
     to_master(e, clock)
-    assert e.on_advert(PEER_HIGHER, BOW_OUT, BOW_OUT) == [SendGarp(False), Reassert(PEER_HIGHER)]
+    assert e.on_advert(PEER_HIGHER, BOW_OUT, BOW_OUT) == [SendGarp(), Reassert(PEER_HIGHER)]
 
 
 def test_confirmed_promotion_flow():

@@ -88,13 +88,13 @@ def test_absent_free_and_mine():
     assert verdict(None).standing is Standing.ABSENT
     assert verdict(LeaseRecord(None, 1, T0, T0, 2, "3")).standing is Standing.FREE
     mine = verdict(held_by("me", T0))
-    assert mine.standing is Standing.MINE and mine.takeable
+    assert mine.standing is Standing.MINE
 
 
 def test_valid_lease_of_another_holder_is_held_until_stamp_plus_duration_plus_skew():
     rec = held_by("a", T0, duration=10)
     v = verdict(rec, wall=T0 + timedelta(seconds=4), mono=104, since=104, skew=1.0)
-    assert v.standing is Standing.HELD and not v.takeable
+    assert v.standing is Standing.HELD
     assert v.remaining_s == pytest.approx(7.0)  # 10 - 4 + 1 skew
     assert "held by a" in v.detail
     v = verdict(rec, wall=T0 + timedelta(seconds=11.01), mono=111.01, since=104, skew=1.0)

@@ -1,0 +1,1 @@
+"""Test bed shared by tests/ and bench/: network namespaces, daemons, peers."""
