@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: the namespace test bed, the three daemons, measuring.
 
-Every benchmark builds hosts with `tests/integration/harness.py` (`Topology`), runs
+Every benchmark builds hosts with `testbed/harness.py` (`Topology`, shared with the tests), runs
 vip-sidecar, the Debian `ucarp` and `keepalived` on the same hosts one after the other,
 and removes every namespace and process (by PID / process group) on exit, Ctrl-C or
 SIGTERM included.
