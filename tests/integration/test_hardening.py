@@ -43,7 +43,7 @@ def test_status_socket_mode_ignores_the_umask_and_the_file_goes_at_exit(make_top
         node = topo.sidecar(topo.hosts[0], *PW, "-a", topo.vip(), "--name", "web")
     finally:
         os.umask(old)
-    wait_for(lambda: node.state() == "MASTER", 6, what="MASTER")
+    wait_for(lambda: node.state() == "MASTER", 10, what="MASTER")
     assert stat.S_IMODE(os.stat(node.socket).st_mode) == 0o600
     node.signal(signal.SIGTERM)
     assert node.wait(10) == 0
@@ -53,7 +53,7 @@ def test_status_socket_mode_ignores_the_umask_and_the_file_goes_at_exit(make_top
 def test_ctl_addresses_names_with_spaces_slashes_and_hashes(make_topo):
     topo = make_topo(1)
     node = topo.sidecar(topo.hosts[0], *PW, "-a", topo.vip(), "--name", "web.1")
-    wait_for(lambda: node.state() == "MASTER", 6, what="MASTER")
+    wait_for(lambda: node.state() == "MASTER", 10, what="MASTER")
     for name in ("a b", "a/b", "a#b", "web.1/x", "web.1#"):
         rc, out, err = ctl(node, "maintenance-on", "--vip", name)
         assert (rc, out) == (1, ""), err
@@ -73,7 +73,7 @@ def test_srcip_must_be_on_the_interface_and_its_loss_counts_as_link_down(make_to
         f"(it has {h.ip})\n"
     )
     node = topo.sidecar(h, *PW, "-a", topo.vip())
-    wait_for(lambda: node.state() == "MASTER", 6, what="MASTER")
+    wait_for(lambda: node.state() == "MASTER", 10, what="MASTER")
     h.run("ip", "addr", "del", f"{h.ip}/24", "dev", "eth0")
     wait_for(lambda: node.state() == "BACKUP", 3, what="BACKUP once srcip is gone")
     assert node.vip()["last_reason"] == "carrier_lost"
@@ -81,7 +81,7 @@ def test_srcip_must_be_on_the_interface_and_its_loss_counts_as_link_down(make_to
     time.sleep(4)  # more than a dead interval: no advert from an address we do not own
     assert node.vip()["counters"]["adverts_sent"] == sent and node.state() == "BACKUP"
     h.run("ip", "addr", "add", f"{h.ip}/24", "dev", "eth0")
-    wait_for(lambda: node.state() == "MASTER", 6, what="MASTER once srcip is back")
+    wait_for(lambda: node.state() == "MASTER", 10, what="MASTER once srcip is back")
     assert any(e.get("event") == "srcip" and e["present"] is False for e in node.events())
 
 
