@@ -43,12 +43,13 @@ LEASE_UPDATE = ApiCall("coordination.k8s.io", "leases", "update")
 POD_GET = ApiCall("", "pods", "get")
 POD_PATCH = ApiCall("", "pods", "patch")
 EVENT_CREATE = ApiCall("", "events", "create")
+EVENT_PATCH = ApiCall("", "events", "patch")  # count/lastTimestamp of a repeated Event
 NODE_GET = ApiCall("", "nodes", "get", cluster_scoped=True)
 NODE_PATCH = ApiCall("", "nodes", "patch", cluster_scoped=True)
 
 #: namespaced calls: the chart's Role in the release namespace
 NAMESPACED_CALLS: frozenset[ApiCall] = frozenset(
-    {LEASE_GET, LEASE_CREATE, LEASE_UPDATE, POD_GET, POD_PATCH, EVENT_CREATE}
+    {LEASE_GET, LEASE_CREATE, LEASE_UPDATE, POD_GET, POD_PATCH, EVENT_CREATE, EVENT_PATCH}
 )
 #: cluster-scoped calls, only made with `label_node: true`: the chart's ClusterRole
 NODE_CALLS: frozenset[ApiCall] = frozenset({NODE_GET, NODE_PATCH})
@@ -69,12 +70,25 @@ class ApiFailure(Enum):
     UNAVAILABLE = "unavailable"  # no answer, timeout, 429, 5xx: the outage case
 
 
+#: a Retry-After longer than this is read as this: the provider's own deadlines decide
+RETRY_AFTER_MAX_S = 60.0
+
+
 class KubeApiError(ProviderError):
-    def __init__(self, call: ApiCall, failure: ApiFailure, status: int, message: str) -> None:
+    def __init__(
+        self,
+        call: ApiCall,
+        failure: ApiFailure,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{call}: {message}")
         self.call = call
         self.failure = failure
         self.status = status
+        #: seconds the apiserver asked us to wait (429/503 Retry-After), if it did
+        self.retry_after = retry_after
         # an apiserver that does not answer may answer later; a 403 or a 422 will not
         self.kind = ErrorKind.RETRYABLE if self.unavailable else ErrorKind.PERMANENT
 
@@ -99,13 +113,26 @@ def api_error(call: ApiCall, exc: BaseException) -> KubeApiError:
         if status in (400, 422):
             return KubeApiError(call, ApiFailure.INVALID, status, message)
         # 0 = TLS or transport error inside the client, 429/5xx = overloaded or etcd down
-        return KubeApiError(call, ApiFailure.UNAVAILABLE, status, message)
+        return KubeApiError(call, ApiFailure.UNAVAILABLE, status, message, retry_after(exc.headers))
     if isinstance(exc, TimeoutError):
         return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, "timed out")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         reason = getattr(exc, "reason", None) or exc
         return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, f"unreachable: {reason}")
     return KubeApiError(call, ApiFailure.UNAVAILABLE, 0, f"{type(exc).__name__}: {exc}")
+
+
+def retry_after(headers: Any) -> float | None:
+    """Retry-After in seconds (the apiserver sends delta-seconds), bounded; None if
+    absent or not a number (an HTTP-date is not what an apiserver sends)."""
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+        seconds = float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if seconds is None or seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return min(seconds, RETRY_AFTER_MAX_S)
 
 
 def _status_message(exc: Any) -> str | None:
@@ -119,7 +146,7 @@ def _status_message(exc: Any) -> str | None:
 
 
 class KubeApi:
-    """The provider's view of the apiserver: the eight calls of API_CALLS, nothing else."""
+    """The provider's view of the apiserver: the calls of API_CALLS, nothing else."""
 
     def __init__(self, api_client: Any, namespace: str, timeout_s: float) -> None:
         from kubernetes import client
@@ -228,6 +255,16 @@ class KubeApi:
             self.namespace,
             body,
             **self._dry(dry_run),
+        )
+
+    async def patch_event(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(
+            EVENT_PATCH,
+            self.core.patch_namespaced_event,
+            name,
+            self.namespace,
+            changes,
+            _content_type=MERGE_PATCH,
         )
 
     async def close(self) -> None:

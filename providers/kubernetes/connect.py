@@ -8,10 +8,49 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from providers.kubernetes.api import KubeApi
 from providers.kubernetes.options import Options
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class _NoTimeoutRetry(urllib3.util.Retry):
+    """urllib3's Retry, minus timeouts: a request that timed out is the provider's to
+    retry (its deadlines count), never the client's, which would double the wait."""
+
+    def _is_connection_error(self, err: Exception) -> bool:
+        if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+            return False
+        return bool(super()._is_connection_error(err))
+
+    def _is_read_error(self, err: Exception) -> bool:
+        if isinstance(err, urllib3.exceptions.ReadTimeoutError):
+            return False
+        return bool(super()._is_read_error(err))
+
+
+def stale_connection_retry() -> urllib3.util.Retry:
+    """One immediate client-level retry, for the case the client cannot tell from an
+    outage: a keep-alive connection the apiserver (or a load balancer) closed while it
+    sat in the pool. A failed connect is retried whatever the method (nothing was
+    sent); a connection dropped after sending only for GET and PUT: our PUTs carry a
+    resourceVersion, so a replay of one that did land is a 409 the holder resolves by
+    reading again. POST (Lease/Event create) and PATCH are not replayed. No retry on
+    timeouts or on any HTTP status: the provider decides those (429 Retry-After)."""
+    return _NoTimeoutRetry(
+        total=1,
+        connect=1,
+        read=1,
+        status=0,
+        other=0,
+        redirect=0,
+        backoff_factor=0,
+        allowed_methods=frozenset({"GET", "PUT"}),
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
 
 
 def connect(opts: Options, environ: Mapping[str, str], sa_dir: Path) -> tuple[KubeApi, str]:
@@ -51,8 +90,6 @@ def connect(opts: Options, environ: Mapping[str, str], sa_dir: Path) -> tuple[Ku
         if namespace is None and ns_file.exists():
             namespace = ns_file.read_text().strip() or None
         source = "in-cluster service account"
-    # urllib3's default retries would turn one request timeout into four; the
-    # provider decides itself when to try again
-    cfg.retries = False
+    cfg.retries = stale_connection_retry()
     api = KubeApi(client.ApiClient(cfg), namespace or "default", opts.request_timeout)
     return api, source

@@ -32,6 +32,11 @@ from providers.kubernetes.options import POLL_S, Options
 from sidecar.config import VipConfig
 from sidecar.log import RateLimitedWarnings, event
 
+#: backoff between retries of a transient error while acquiring (doubling, capped);
+#: a Retry-After from the apiserver overrides it when longer
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 2.0
+
 
 class LeaseRefused(Veto):
     """Another node holds the lease (or won the race for it)."""
@@ -66,6 +71,10 @@ class LeaseHolder:
         self.valid_until = 0.0
         self.last_renew = float("-inf")
         self.outage_since: float | None = None
+        #: no renewal is attempted before this (monotonic): the apiserver's Retry-After
+        self.not_before = float("-inf")
+        self.retries = 0  # transient errors retried while acquiring (for /status)
+        self.last_error: KubeApiError | None = None  # of the renewal that failed last
         #: (pod, node) of a holder whose term we took over: it may still say `master`
         self.stale_holder: tuple[str | None, str | None] | None = None
         self.lock = asyncio.Lock()
@@ -96,23 +105,31 @@ class LeaseHolder:
         obj = await api.get_lease(self.opts.lease_name)
         return LeaseRecord.from_object(obj) if obj is not None else None
 
-    async def acquire(self, api: KubeApi, wait_s: float) -> float:
+    async def acquire(self, api: KubeApi, wait_s: float, budget_s: float = 0.0) -> float:
         """Take the lease, waiting up to wait_s for another holder's term to end.
-        Returns the seconds spent waiting; raises LeaseRefused or KubeApiError."""
+
+        Transient API errors (unreachable, timeout, 429, 5xx) are retried with backoff
+        (and the apiserver's Retry-After) while a new request can still end within
+        budget_s of the start; the last one is raised when it cannot. Returns the seconds
+        spent waiting; raises LeaseRefused or KubeApiError."""
         started = self._clock()
         deadline = started + wait_s
+        hard_end = started + max(budget_s, wait_s)
         seen: tuple[str, str | None] | None = None  # (holder, resourceVersion) when we began
         lost_race = False
+        backoff = RETRY_FIRST_S
         while True:
-            record = await self.read(api)
+            try:
+                record = await self.read(api)
+            except KubeApiError as exc:
+                backoff = await self._retry_or_raise(exc, backoff, hard_end)
+                continue
             now = self._clock()
             verdict = judge(
                 record,
                 self.opts.identity,
-                now_wall=self._wall(),
                 now_mono=now,
                 observed_since=self.observer.see(record, now),
-                max_clock_skew_s=self.opts.max_clock_skew,
             )
             if verdict.standing is Standing.HELD:
                 assert record is not None and record.holder is not None
@@ -140,6 +157,11 @@ class LeaseHolder:
                 else:
                     written = await api.update_lease(self.opts.lease_name, body)
             except KubeApiError as exc:
+                if exc.unavailable:
+                    # the write may or may not have landed: read again, a lease that
+                    # names us is renewed like any of ours
+                    backoff = await self._retry_or_raise(exc, backoff, hard_end)
+                    continue
                 if exc.failure is not ApiFailure.CONFLICT or lost_race:
                     if exc.failure is ApiFailure.CONFLICT:
                         raise LeaseRefused(
@@ -152,6 +174,26 @@ class LeaseHolder:
             self.took(written, write_started, record)
             return write_started - started
 
+    async def _retry_or_raise(self, exc: KubeApiError, backoff: float, hard_end: float) -> float:
+        """Sleep before retrying a transient error, or raise it if no request started
+        after the sleep could end by hard_end. Returns the next backoff."""
+        if not exc.unavailable:
+            raise exc
+        pause = max(backoff, exc.retry_after or 0.0)
+        # a call may run 1 s past request_timeout (the wait_for backstop)
+        if self._clock() + pause + self.opts.request_timeout + 1.0 > hard_end:
+            raise exc
+        self.retries += 1
+        self._warn.warn(
+            "acquire_retry",
+            f"kubernetes: lease {self.lease_ref}: {exc}; retrying in {pause:.1f}s "
+            "within the promotion budget",
+            vip=self.vip.name,
+            event="k8s_retry",
+        )
+        await self._sleep(pause)
+        return min(backoff * 2, RETRY_MAX_S)
+
     def took(
         self, written: Mapping[str, Any], write_started: float, previous: LeaseRecord | None
     ) -> None:
@@ -162,6 +204,8 @@ class LeaseHolder:
         self.valid_until = write_started + self.opts.lease_duration
         self.last_renew = write_started
         self.outage_since = None
+        self.last_error = None
+        self.not_before = float("-inf")
         if previous is not None and previous.holder and previous.holder != self.opts.identity:
             pod = previous.annotations.get(ANNOTATION_POD)
             node = previous.annotations.get(ANNOTATION_NODE)
@@ -230,12 +274,15 @@ class LeaseHolder:
         when it starts at the latest (timing.check_within_s after this one started),
         and it may spend a full request timeout before deciding."""
         within = timing.check_within_s
-        if within is None:  # not called from the runtime's check schedule
-            within = self.opts.renew_interval + timing.grid_s
+        if within is None:  # not called from the runtime's check schedule: assume its
+            # schedule (our tick plus 10 % jitter, on the housekeeping grid)
+            within = 1.1 * self.opts.tick_s + timing.grid_s
         next_decision = check_started + within + self.opts.request_timeout
         return max(0.0, next_decision - self._clock())
 
-    def on_renew_failure(self, exc: KubeApiError, now: float, timing: Timing) -> None:
+    def on_renew_failure(self, exc: KubeApiError | None, now: float, timing: Timing) -> None:
+        """After a failed renewal, and at every check until one succeeds: keep MASTER
+        while the failsafe allows it, else raise LeaseLost."""
         first = self.outage_since is None
         if first:
             self.outage_since = now

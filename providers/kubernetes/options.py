@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from sidecar.config import ProviderSpec, VipConfig
 LABEL_PREFIX = "vip-sidecar.io/"
 #: how often a node waiting for another holder's term to end re-reads the Lease
 POLL_S = 0.5
+#: check() runs at least this often while MASTER: between renewals it only compares
+#: the clock with our term, and a fine grain lets the failsafe decide close to its end
+CHECK_TICK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,10 @@ class Options:
     lease_duration: int
     renew_interval: float
     request_timeout: float
-    max_clock_skew: float
     acquire_wait: float
+    #: seconds pre_master may spend in all (transient errors are retried within it);
+    #: a request is only started if it ends, timeout included, inside it
+    acquire_budget: float
     apiserver_outage: OutagePolicy
     label_pod: bool
     label_node: bool
@@ -39,9 +45,33 @@ class Options:
     events: bool
 
     @property
+    def tick_s(self) -> float:
+        """How often check() runs while MASTER (the provider's reassert_interval)."""
+        return min(self.renew_interval, CHECK_TICK_S)
+
+    @property
     def calls(self) -> frozenset[ApiCall]:
         """The API calls this configuration makes (RBAC it needs)."""
         return NAMESPACED_CALLS | (NODE_CALLS if self.label_node else frozenset())
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a label key the apiserver accepts (IsQualifiedName), or None:
+    an optional DNS-1123 subdomain prefix (<= 253) and '/', then a name of at most 63
+    alphanumerics, '-', '_' or '.', alphanumeric at both ends."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "the prefix before '/' must be a DNS-1123 subdomain of at most 253 characters"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            "the name must be 1-63 characters of letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit"
+        )
+    return None
 
 
 def _maybe_text(value: Any) -> str | None:
@@ -72,7 +102,13 @@ def parse_options(
             f"({duration / 2:g}) so one failed renewal does not cost the lease, got {renew:g}"
         )
     request_timeout = num("request_timeout", max(0.5, min(5.0, renew)), 0.1, 60)
-    skew = num("max_clock_skew", 1.0, 0, 3600)
+    if any(parsing.normalise_key(k) == "max_clock_skew" for k in spec.options):
+        raise bag.fail(
+            "max_clock_skew",
+            "removed: another holder's lease is judged expired by local observation "
+            "only (no change seen for a whole lease_duration), never by its renewTime on "
+            "this node's clock; delete the option",
+        )
     # pre_master must finish inside the pipeline's timeout: a GET and a write after waiting
     budget = spec.timeout - 2 * request_timeout - 1.0
     if budget < 0:
@@ -81,7 +117,9 @@ def parse_options(
             f"calls plus 1s ({2 * request_timeout + 1:g}s); raise `timeout` or lower "
             "request_timeout"
         )
-    wait = num("acquire_wait", min(duration + skew + POLL_S, budget), 0, 3600)
+    # a backup that never watched the Lease must see it unchanged for a whole duration
+    # from its first read: the default covers that plus two polls
+    wait = num("acquire_wait", min(duration + 2 * POLL_S, budget), 0, 3600)
     if wait > budget:
         raise ProviderConfigError(
             f"kubernetes.acquire_wait: must leave room for two API calls inside the "
@@ -113,6 +151,9 @@ def parse_options(
         )
     label_key = txt("label_key", LABEL_PREFIX + label_name(vip.name))
     assert label_key is not None
+    problem = qualified_name_problem(label_key)
+    if problem:
+        raise bag.fail("label_key", f"{problem}, got {label_key!r}")
     lease_name = txt("lease_name", dns_name(vip.name, "vip-sidecar-"))
     assert lease_name is not None
     if dns_name(lease_name) != lease_name:
@@ -131,8 +172,9 @@ def parse_options(
         lease_duration=int(duration),
         renew_interval=renew,
         request_timeout=request_timeout,
-        max_clock_skew=skew,
         acquire_wait=wait,
+        # the wait_for backstop lets a call run 1 s past request_timeout
+        acquire_budget=spec.timeout - request_timeout - 1.0,
         apiserver_outage=policy,
         label_pod=label_pod and pod_name is not None,
         label_node=label_node,

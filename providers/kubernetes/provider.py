@@ -53,10 +53,6 @@ from providers.kubernetes.publish import Publisher
 from sidecar.config import Config, ProviderSpec, VipConfig
 from sidecar.log import RateLimitedWarnings, event
 
-#: check() runs at least this often while MASTER: between renewals it only compares
-#: the clock with our term, and a fine grain lets the failsafe decide close to its end
-CHECK_TICK_S = 1.0
-
 
 class KubernetesProvider(Provider):
     name = "kubernetes"
@@ -80,7 +76,7 @@ class KubernetesProvider(Provider):
         self.opts, self.timeout = parse_options(spec, vip, self.environ)
         # check() is cheap between renewals; ticking faster than the renewal period
         # lets the failsafe decide close to the real end of the lease
-        self.tick_s = min(self.opts.renew_interval, CHECK_TICK_S)
+        self.tick_s = self.opts.tick_s
         self.reassert_interval = self.tick_s
         self.api = api
         self.source = "injected" if api is not None else "not connected"
@@ -92,7 +88,9 @@ class KubernetesProvider(Provider):
         self.holder = LeaseHolder(
             self.opts, vip, clock=self._clock, wall=self.wall, sleep=self._sleep, warn=self._warn
         )
-        self.publisher = Publisher(self.opts, vip, self.holder, wall=self.wall, warn=self._warn)
+        self.publisher = Publisher(
+            self.opts, vip, self.holder, wall=self.wall, clock=self._clock, warn=self._warn
+        )
         self.publisher.api = api
         self._role: str | None = None
         self._master_since: float | None = None
@@ -160,7 +158,11 @@ class KubernetesProvider(Provider):
         try:
             api = await self.ensure_api()
             async with self.holder.lock:
-                waited = await self.holder.acquire(api, self.opts.acquire_wait)
+                waited = await self.holder.acquire(
+                    api,
+                    self.opts.acquire_wait,
+                    self.opts.acquire_budget - (self._clock() - started),
+                )
         except LeaseRefused as exc:
             reason = str(exc)
             self.publisher.emit(
@@ -170,8 +172,9 @@ class KubernetesProvider(Provider):
         except KubeApiError as exc:
             if exc.unavailable:
                 reason = (
-                    f"apiserver unreachable ({exc}): cannot confirm lease {self.lease_ref}, "
-                    "and a node that cannot confirm does not claim"
+                    f"apiserver unreachable ({exc}) for {self._clock() - started:.1f}s of "
+                    f"the {self.opts.acquire_budget:g}s promotion budget: cannot confirm "
+                    f"lease {self.lease_ref}, and a node that cannot confirm does not claim"
                 )
             else:
                 reason = f"lease {self.lease_ref}: {exc}"
@@ -242,8 +245,8 @@ class KubernetesProvider(Provider):
             )
             self._start_retry()
             return
-        labelled = await self.publisher.apply_labels("backup")
-        if not labelled:
+        await self.publisher.apply_labels("backup")
+        if self.publisher.labels_pending is not None:  # transient: retry in the background
             self._start_retry()
         who = self.publisher.who()
         if old == "master":
@@ -277,21 +280,29 @@ class KubernetesProvider(Provider):
         api = await self.ensure_api()
         now = self._clock()
         # the runtime calls us on its 1 s housekeeping grid: allow half a tick early, or a
-        # 2 s period would quietly become 3 s
-        due = self.holder.last_renew + self.opts.renew_interval - self.tick_s / 2
-        if now >= due or self.holder.outage_since:
+        # 2 s period would quietly become 3 s. In an outage the same spacing holds (one
+        # attempt per renew_interval, later if the apiserver sent Retry-After); the
+        # ticks in between only ask the failsafe whether our term still covers us.
+        due = max(
+            self.holder.last_renew + self.opts.renew_interval - self.tick_s / 2,
+            self.holder.not_before,
+        )
+        if now < due:
+            if self.holder.outage_since is not None:
+                self._keep_or_step_down(self.holder.last_error, now, ctx)
+        else:
             self.holder.last_renew = now
             try:
                 async with self.holder.lock:
                     await self.holder.renew(api, now)
             except LeaseLost as exc:
-                self.holder.held = False
-                self.publisher.emit(
-                    "Warning", "LeaseLost", f"{self.publisher.who()}: {exc}; stepping down"
-                )
+                self._lost(exc)
                 raise
             except KubeApiError as exc:
-                self.holder.on_renew_failure(exc, now, ctx.timing)
+                self.holder.last_error = exc
+                if exc.retry_after is not None:
+                    self.holder.not_before = now + exc.retry_after
+                self._keep_or_step_down(exc, now, ctx)
                 return False
             if self.holder.outage_since is not None:
                 event(
@@ -302,11 +313,23 @@ class KubernetesProvider(Provider):
                     event="k8s_outage_over",
                 )
                 self.holder.outage_since = None
+                self.holder.last_error = None
         repaired = False
         if self.publisher.labels_pending is not None:
             repaired = await self.publisher.apply_labels(self.publisher.labels_pending)
         await self._relabel_stale_holder()
         return repaired
+
+    def _lost(self, exc: Exception) -> None:
+        self.holder.held = False
+        self.publisher.emit("Warning", "LeaseLost", f"{self.publisher.who()}: {exc}; stepping down")
+
+    def _keep_or_step_down(self, exc: KubeApiError | None, now: float, ctx: VipContext) -> None:
+        try:
+            self.holder.on_renew_failure(exc, now, ctx.timing)
+        except LeaseLost as lost:
+            self._lost(lost)
+            raise
 
     async def close(self) -> None:
         self._cancel_retry()
@@ -344,9 +367,8 @@ class KubernetesProvider(Provider):
                     await self.holder.release(api)
             except Exception:
                 continue
-            if await self.publisher.apply_labels("backup") or not (
-                self.opts.label_pod or self.opts.label_node
-            ):
+            await self.publisher.apply_labels("backup")
+            if self.publisher.labels_pending is None:  # written, or refused for good
                 event(
                     logging.INFO,
                     "kubernetes: apiserver reachable again; BACKUP state recorded",

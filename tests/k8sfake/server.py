@@ -9,6 +9,7 @@ provider uses (see providers/k8s_api.API_CALLS):
     GET/PATCH     /api/v1/namespaces/{ns}/pods/{name}
     GET/PATCH     /api/v1/nodes/{name}
     POST          /api/v1/namespaces/{ns}/events
+    PATCH         /api/v1/namespaces/{ns}/events/{name}
 
 with bearer-token users, a configurable 403 per (group, resource, verb), `dryRun=All`,
 and switches for outages: refuse connections, hang, or answer 503. Every request is
@@ -355,7 +356,7 @@ class FakeApiServer:
                 raise ApiError(405, "MethodNotAllowed", f"update {resource} not implemented")
             return store.update(key, body, dry_run=dry_run, user=user)
         if verb == "patch":
-            if resource not in ("pods", "nodes"):
+            if resource not in ("pods", "nodes", "events"):
                 raise ApiError(405, "MethodNotAllowed", f"patch {resource} not implemented")
             if ctype not in PATCH_TYPES:
                 raise ApiError(415, "UnsupportedMediaType",

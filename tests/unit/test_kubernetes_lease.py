@@ -37,9 +37,8 @@ def held_by(holder: str, renewed: datetime, duration: int = 10, rv: str = "5",
                        rv, {ANNOTATION_POD: f"pod-{holder}"})
 
 
-def verdict(record, *, wall=T0, mono=100.0, since=100.0, skew=1.0, me="me"):
-    return judge(record, me, now_wall=wall, now_mono=mono, observed_since=since,
-                 max_clock_skew_s=skew)
+def verdict(record, *, mono=100.0, since=100.0, me="me"):
+    return judge(record, me, now_mono=mono, observed_since=since)
 
 
 # ------------------------------------------------------------------ time formats
@@ -91,14 +90,23 @@ def test_absent_free_and_mine():
     assert mine.standing is Standing.MINE
 
 
-def test_valid_lease_of_another_holder_is_held_until_stamp_plus_duration_plus_skew():
+def test_valid_lease_of_another_holder_is_held_for_a_duration_from_our_first_look():
     rec = held_by("a", T0, duration=10)
-    v = verdict(rec, wall=T0 + timedelta(seconds=4), mono=104, since=104, skew=1.0)
+    v = verdict(rec, mono=104, since=104)
     assert v.standing is Standing.HELD
-    assert v.remaining_s == pytest.approx(7.0)  # 10 - 4 + 1 skew
+    assert v.remaining_s == pytest.approx(10.0)  # not 10 - 4: its renewTime is not trusted
     assert "held by a" in v.detail
-    v = verdict(rec, wall=T0 + timedelta(seconds=11.01), mono=111.01, since=104, skew=1.0)
-    assert v.standing is Standing.EXPIRED
+    assert verdict(rec, mono=113.99, since=104).standing is Standing.HELD
+    assert verdict(rec, mono=114.0, since=104).standing is Standing.EXPIRED
+
+
+@pytest.mark.parametrize("stamp_offset_s", [-3600.0, -30.0, 0.0, 30.0, 3600.0])
+def test_the_holders_renew_time_never_shortens_or_lengthens_its_term(stamp_offset_s):
+    """renewTime an hour in the past (our clock ahead) or future (its clock ahead): the
+    verdict is the same, because judge() does not even receive a wall time."""
+    rec = held_by("a", T0 + timedelta(seconds=stamp_offset_s), duration=10)
+    assert verdict(rec, mono=109.9, since=100).standing is Standing.HELD
+    assert verdict(rec, mono=110.0, since=100).standing is Standing.EXPIRED
 
 
 def test_expiry_by_local_observation_ignores_a_holder_clock_running_ahead():
@@ -120,11 +128,46 @@ def test_observation_restarts_whenever_the_resource_version_changes():
     assert obs.see(None, 17.0) == 17.0
 
 
-def test_skew_allowance_delays_a_stamp_based_takeover():
-    rec = held_by("a", T0, duration=10)
-    at = T0 + timedelta(seconds=10.5)
-    assert verdict(rec, wall=at, since=10.0, mono=10.5, skew=0.0).standing is Standing.EXPIRED
-    assert verdict(rec, wall=at, since=10.0, mono=10.5, skew=1.0).standing is Standing.HELD
+def test_observation_restarts_when_holder_or_renew_time_change_without_a_new_version():
+    # a store that does not bump resourceVersion (or a client that strips it) still
+    # restarts the observation on a renewal, as client-go compares the whole record
+    obs = LeaseObserver()
+    assert obs.see(held_by("a", T0, rv=None), 1.0) == 1.0
+    assert obs.see(held_by("a", T0 + timedelta(seconds=2), rv=None), 3.0) == 3.0
+    assert obs.see(held_by("b", T0 + timedelta(seconds=2), rv=None), 4.0) == 4.0
+    assert obs.see(held_by("b", T0 + timedelta(seconds=2), rv=None), 9.0) == 4.0
+
+
+def test_the_first_observation_starts_at_the_first_look_even_of_an_absent_lease():
+    obs = LeaseObserver()
+    assert obs.see(None, 42.0) == 42.0
+
+
+def test_a_write_keeps_what_others_put_on_the_lease():
+    obj = {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "x", "namespace": "ns", "resourceVersion": "9", "uid": "u1",
+                     "labels": {"team": "net"}, "finalizers": ["example.com/keep"],
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                          "name": "owner", "uid": "u2"}],
+                     "annotations": {"theirs": "1", ANNOTATION_POD: "old"},
+                     "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 10, "leaseTransitions": 2,
+                 "renewTime": "2026-03-01T12:00:00.000001Z", "strategy": "Future"},
+    }
+    rec = LeaseRecord.from_object(obj)
+    out = acquired(rec, "me", now_wall=T0, duration_s=4,
+                   annotations={ANNOTATION_POD: "pod-me"}).to_object("x", "ns")
+    meta = out["metadata"]
+    assert meta["labels"] == {"team": "net"} and meta["finalizers"] == ["example.com/keep"]
+    assert meta["ownerReferences"][0]["name"] == "owner" and meta["uid"] == "u1"
+    assert meta["annotations"] == {"theirs": "1", ANNOTATION_POD: "pod-me"}
+    assert meta["resourceVersion"] == "9" and "managedFields" not in meta
+    assert out["spec"]["strategy"] == "Future"  # a spec field we do not know survives
+    assert out["spec"]["holderIdentity"] == "me" and out["spec"]["leaseTransitions"] == 3
+    # releasing drops only holderIdentity
+    rel = released(LeaseRecord.from_object(out), now_wall=T0).to_object("x", "ns")
+    assert "holderIdentity" not in rel["spec"] and rel["metadata"]["labels"] == {"team": "net"}
 
 
 def test_a_lease_without_duration_is_expired_like_client_go_reads_it():

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from providers.base import OwnershipLost, ProviderConfigError, Veto, VipContext
+from providers.base import OwnershipLost, ProviderConfigError, Timing, Veto, VipContext
 from providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
 from providers.kubernetes.api import (
     API_CALLS,
     EVENT_CREATE,
+    EVENT_PATCH,
     LEASE_CREATE,
     LEASE_GET,
     LEASE_UPDATE,
@@ -32,6 +33,7 @@ from providers.kubernetes.api import (
     ApiFailure,
     KubeApiError,
 )
+from providers.kubernetes.publish import AGGREGATE_AFTER, COMBINED, SPAM_BURST, SPAM_REFILL_S
 from sidecar.config import ProviderSpec, build_config
 from tests.k8sfake.store import ApiError, Store
 from tests.unit.fakes import FakeClock
@@ -55,6 +57,9 @@ class StoreApi:
         self.calls: list[ApiCall] = []
         self.down = False
         self.deny: set[ApiCall] = set()
+        #: scripted failures: the next calls of a kind raise these, in order
+        self.script: dict[ApiCall, list[KubeApiError]] = {}
+        self.lost_reply: set[ApiCall] = set()
         self.before: dict[ApiCall, Callable[[], None]] = {}
         self.api_client = SimpleNamespace(configuration=SimpleNamespace(host="in-process"))
 
@@ -68,7 +73,13 @@ class StoreApi:
             raise KubeApiError(call, ApiFailure.UNAVAILABLE, 0, "unreachable: connection refused")
         if call in self.deny:
             raise KubeApiError(call, ApiFailure.FORBIDDEN, 403, "HTTP 403: forbidden")
+        if self.script.get(call):
+            raise self.script[call].pop(0)
         try:
+            if call in self.lost_reply:  # it lands, but the reply is lost (a reset)
+                self.lost_reply.discard(call)
+                fn()
+                raise KubeApiError(call, ApiFailure.UNAVAILABLE, 0, "unreachable: reset")
             return fn()
         except ApiError as exc:
             failure = FAILURES.get(exc.code, ApiFailure.UNAVAILABLE)
@@ -116,6 +127,10 @@ class StoreApi:
         return await self._do(EVENT_CREATE, lambda: self.store.create(
             self.key("events", name), body, dry_run=dry_run))
 
+    async def patch_event(self, name, changes):
+        return await self._do(EVENT_PATCH, lambda: self.store.patch(
+            self.key("events", name), changes))
+
     async def close(self):
         pass
 
@@ -135,6 +150,10 @@ class World:
     def wall(self) -> datetime:
         return T0 + timedelta(seconds=self.clock.now - self.start)
 
+    def skewed_wall(self, skew_s: float) -> Callable[[], datetime]:
+        """A node's wall clock running skew_s ahead of (behind, if negative) the others."""
+        return lambda: self.wall() + timedelta(seconds=skew_s)
+
     async def sleep(self, seconds: float) -> None:
         self.clock.advance(seconds)
         for tick in list(self.ticks):
@@ -142,14 +161,14 @@ class World:
         await asyncio.sleep(0)
 
     def node(self, n: str, *, env: dict[str, str] | None = None, timeout: float = 30.0,
-             **opts: Any) -> tuple[KubernetesProvider, StoreApi, VipContext]:
+             skew: float = 0.0, **opts: Any) -> tuple[KubernetesProvider, StoreApi, VipContext]:
         options = {"lease_duration": 10, "renew_interval": 2, **opts}
         spec = ProviderSpec("kubernetes", options, timeout)
         environ = {"POD_NAME": f"pod-{n}", "NODE_NAME": f"node-{n}", "POD_NAMESPACE": NS,
                    **(env or {})}
         api = StoreApi(self.store)
         p = KubernetesProvider(spec, VIP, CONFIG, environ=environ, api=api,  # type: ignore[arg-type]
-                               clock=self.clock, wall=self.wall, sleep=self.sleep)
+                               clock=self.clock, wall=self.skewed_wall(skew), sleep=self.sleep)
         ctx = VipContext(VIP, f"node-{n}", reason="master_down")
         return p, api, ctx
 
@@ -166,6 +185,12 @@ class World:
     def events(self) -> list[dict[str, Any]]:
         evs = self.store.list("", "events", NS)
         return sorted(evs, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+
+def unavailable(call: ApiCall, status: int = 503, retry_after: float | None = None
+                ) -> KubeApiError:
+    return KubeApiError(call, ApiFailure.UNAVAILABLE, status, f"HTTP {status}",
+                        retry_after=retry_after)
 
 
 async def settle(p: KubernetesProvider) -> None:
@@ -228,8 +253,9 @@ async def test_backup_waits_for_a_crashed_holder_then_takes_over_and_fixes_its_l
     started = world.clock.now
     await b.pre_master(cb)
     waited = world.clock.now - started
-    # first look at t=3: stamp says 10 - 3 + 1 skew = 8 s, observation says 10 s -> 8 s
-    assert waited == pytest.approx(8.0, abs=0.6)
+    # b never watched the Lease: it must see it unchanged for a whole 10 s from its
+    # first look (client-go's rule); a's renewTime is not trusted
+    assert waited == pytest.approx(10.0, abs=0.6)
     await b.up(cb)
     spec = world.lease()
     assert spec["holderIdentity"] == "pod-b" and spec["leaseTransitions"] == 1
@@ -239,7 +265,7 @@ async def test_backup_waits_for_a_crashed_holder_then_takes_over_and_fixes_its_l
     assert world.labels("pods", "pod-b")["vip-sidecar.io/vhid5"] == "master"
     await settle(b)
     msg = [e for e in world.events() if e["reason"] == "BecameMaster"][-1]["message"]
-    assert "waited 8." in msg and "leaseTransitions=1" in msg
+    assert "waited 10." in msg and "leaseTransitions=1" in msg
 
 
 async def test_backup_stops_waiting_when_the_holder_renews_it_is_alive(world):
@@ -328,9 +354,14 @@ async def test_two_conflicts_in_a_row_veto(world):
 async def test_backup_asked_to_promote_during_an_outage_refuses(world):
     b, bapi, cb = world.node("b")
     bapi.down = True
+    started = world.clock.now
     with pytest.raises(Veto, match=r"apiserver unreachable .*a node that cannot "
                                    r"confirm does not claim"):
         await b.pre_master(cb)
+    # it retried for the promotion budget (30 s timeout - 2 s request - 1 s), then gave up
+    spent = world.clock.now - started
+    assert b.opts.acquire_budget - 3.5 <= spent <= b.opts.acquire_budget
+    assert bapi.calls.count(LEASE_GET) >= 10
 
 
 async def test_forbidden_lease_vetoes_with_the_rbac_message(world):
@@ -422,9 +453,12 @@ async def test_failsafe_survives_an_outage_shorter_than_the_lease(world):
         world.clock.advance(1.0)
         assert await a.check(ca) is False
     api.down = False
-    world.clock.advance(1.0)
-    await a.check(ca)
-    assert a.holder.outage_since is None
+    back = world.clock.now
+    while a.holder.outage_since is not None:
+        world.clock.advance(1.0)
+        await a.check(ca)
+    # the next renewal attempt (spaced by renew_interval, 2 s) ends the outage
+    assert world.clock.now - back <= 2.0
     for _ in range(30):  # the term is counted from the new renewal again
         world.clock.advance(1.0)
         await a.check(ca)
@@ -442,10 +476,9 @@ async def test_failsafe_counts_a_hung_renewal_as_a_failure(world):
 
 async def test_label_failures_do_not_fail_up_and_are_repaired_by_check(world):
     a, api, ca = world.node("a")
-    api.deny.add(POD_PATCH)
+    api.script[POD_PATCH] = [unavailable(POD_PATCH, 503)]
     await promote(a, ca)  # the lease is the fence; a label is a signal, not a reason to fail
     assert "vip-sidecar.io/vhid5" not in world.labels("pods", "pod-a")
-    api.deny.clear()
     world.clock.advance(1.0)
     assert await a.check(ca) is True  # repaired
     assert world.labels("pods", "pod-a")["vip-sidecar.io/vhid5"] == "master"
@@ -521,6 +554,8 @@ async def test_a_full_cycle_uses_exactly_the_declared_calls(world):
     world.clock.advance(30)  # a "dies"
     await promote(b, cb)
     await b.down(cb)
+    await b.down(cb)  # BACKUP -> BACKUP twice: the second Event is a count patch
+    await b.down(cb)
     for p in (a, b):
         await settle(p)
         await p.preflight()
@@ -560,7 +595,7 @@ def test_defaults_and_derived_names():
     opts, timeout = parse_options(spec(), VIP, ENV)
     assert (opts.lease_name, opts.namespace, opts.identity) == ("vip-sidecar-vhid5", "ns", "p")
     assert opts.label_key == "vip-sidecar.io/vhid5"
-    assert (opts.lease_duration, opts.renew_interval, opts.max_clock_skew) == (10, 2.0, 1.0)
+    assert (opts.lease_duration, opts.renew_interval, opts.acquire_wait) == (10, 2.0, 11.0)
     assert opts.apiserver_outage.value == "failsafe" and opts.label_pod and not opts.label_node
     assert opts.acquire_wait <= timeout - 2 * opts.request_timeout - 1
 
@@ -620,3 +655,229 @@ def test_listing_kubernetes_after_the_alias_is_warned_about():
         assert (p.order_warning() is not None) is warned
         if warned:
             assert "listed after alias" in p.order_warning()
+
+
+# ------------------------------------------------------------------ clock skew (issue 18)
+#: what the runtime tells a provider with a 1 s check tick (tick + 10 % jitter + grid)
+RUNTIME = Timing(check_within_s=2.1, grid_s=1.0)
+
+
+@pytest.mark.parametrize("skew", [-30.0, -6.0, 6.0, 30.0])
+@pytest.mark.parametrize(("duration", "renew"), [(4, 1), (10, 2)])
+async def test_a_skewed_backup_never_takes_a_lease_the_master_renews(world, skew, duration, renew):
+    """Issue 18: with the old renewTime rule a backup 6 s ahead took a 4 s lease renewed
+    every second. Wall clocks now only stamp renewTime; nobody reads them back."""
+    a, _, ca = world.node("a", lease_duration=duration, renew_interval=renew)
+    b, bapi, cb = world.node("b", skew=skew, lease_duration=duration, renew_interval=renew)
+    await promote(a, ca)
+
+    async def a_renews():
+        await a.check(ca)
+
+    world.ticks.append(a_renews)
+    for _ in range(5):  # asked again and again (CARP blocked: split brain)
+        world.clock.advance(1.0)
+        with pytest.raises(Veto, match="held by pod-a"):
+            await b.pre_master(cb)
+        assert world.lease()["holderIdentity"] == "pod-a"
+    assert LEASE_UPDATE not in bapi.calls and LEASE_CREATE not in bapi.calls
+
+
+@pytest.mark.parametrize("skew", [-30.0, 30.0])
+async def test_a_skewed_backup_waits_a_full_duration_for_a_dead_holder(world, skew):
+    a, _, ca = world.node("a", skew=-skew)
+    b, _, cb = world.node("b", skew=skew)
+    await promote(a, ca)  # then a dies
+    started = world.clock.now
+    await b.pre_master(cb)
+    assert world.clock.now - started == pytest.approx(10.0, abs=0.6)
+
+
+@pytest.mark.parametrize(("a_skew", "b_skew"), [(-30.0, 30.0), (30.0, -30.0), (0.0, 0.0)])
+async def test_in_an_outage_the_master_steps_down_before_a_backup_can_take_the_lease(
+        world, a_skew, b_skew):
+    """a is cut off from the apiserver, b is not and asks for the lease every tick. The
+    documented margin: a decides to step down at least one decision latency (1.1 tick +
+    1 s grid + request_timeout = 4.1 s here) before its term ends; b cannot take the
+    lease before that term ends. Measured: 4.0 s with 1 s ticks."""
+    a, aapi, ca = world.node("a", skew=a_skew)
+    b, _, cb = world.node("b", skew=b_skew, acquire_wait=0)
+    ca.timing = RUNTIME
+    await promote(a, ca)
+    world.clock.advance(2.0)
+    await a.check(ca)  # the last successful renewal
+    last_renewal = a.holder.last_renew
+    aapi.down = True
+    a_down = b_take = None
+    while b_take is None:
+        world.clock.advance(1.0)
+        if a_down is None:
+            try:
+                await a.check(ca)
+            except LeaseLost:
+                a_down = world.clock.now
+        try:
+            await b.pre_master(cb)
+            b_take = world.clock.now
+        except Veto:
+            pass
+        assert world.clock.now - last_renewal < 60
+    assert a_down is not None
+    assert b_take - last_renewal >= 10.0  # never before the term b observed
+    margin = b_take - a_down
+    assert margin >= 4.0, margin
+
+
+# ------------------------------------------------------------------ API trouble (issue 18)
+async def test_transient_errors_during_a_promotion_are_retried_within_the_budget(world):
+    b, bapi, cb = world.node("b")
+    bapi.script[LEASE_GET] = [unavailable(LEASE_GET, 503), unavailable(LEASE_GET, 0)]
+    bapi.script[LEASE_CREATE] = [unavailable(LEASE_CREATE, 500)]
+    started = world.clock.now
+    await b.pre_master(cb)  # no veto on the first failure
+    await b.up(cb)
+    assert world.lease()["holderIdentity"] == "pod-b"
+    assert world.clock.now - started < 3.0 and b.holder.retries == 3
+
+
+async def test_429_retry_after_is_honoured_while_acquiring(world):
+    b, bapi, cb = world.node("b")
+    bapi.script[LEASE_GET] = [unavailable(LEASE_GET, 429, retry_after=4.0)]
+    started = world.clock.now
+    await b.pre_master(cb)
+    assert world.clock.now - started == pytest.approx(4.0, abs=0.01)
+
+
+async def test_a_retry_after_beyond_the_budget_vetoes_at_once(world):
+    b, bapi, cb = world.node("b")
+    bapi.script[LEASE_GET] = [unavailable(LEASE_GET, 429, retry_after=60.0)]
+    started = world.clock.now
+    with pytest.raises(Veto, match="HTTP 429"):
+        await b.pre_master(cb)
+    assert world.clock.now == started  # no point sleeping past the budget
+
+
+async def test_a_write_whose_reply_was_lost_is_recognised_as_ours(world):
+    b, bapi, cb = world.node("b")
+    bapi.lost_reply.add(LEASE_CREATE)
+    await b.pre_master(cb)
+    spec = world.lease()
+    assert spec["holderIdentity"] == "pod-b" and spec["leaseTransitions"] == 0
+    assert bapi.calls.count(LEASE_CREATE) == 1 and bapi.calls.count(LEASE_UPDATE) == 1
+
+
+async def test_outage_renewals_are_spaced_by_the_renewal_interval(world):
+    a, api, ca = world.node("a", lease_duration=20, renew_interval=2)
+    ca.timing = RUNTIME
+    await promote(a, ca)
+    api.down = True
+    api.calls.clear()
+    for _ in range(10):
+        world.clock.advance(1.0)
+        await a.check(ca)
+    assert api.calls.count(LEASE_UPDATE) == 5  # every 2 s, not every 1 s tick
+
+
+async def test_a_renewal_honours_retry_after(world):
+    a, api, ca = world.node("a", lease_duration=20, renew_interval=2)
+    ca.timing = RUNTIME
+    await promote(a, ca)
+    api.script[LEASE_UPDATE] = [unavailable(LEASE_UPDATE, 429, retry_after=7.0)]
+    world.clock.advance(2.0)
+    await a.check(ca)
+    first = world.clock.now
+    api.calls.clear()
+    while LEASE_UPDATE not in api.calls:
+        world.clock.advance(1.0)
+        await a.check(ca)
+    assert world.clock.now - first == pytest.approx(7.0)
+    assert a.holder.outage_since is None  # renewed: the outage is over
+
+
+async def test_renewal_keeps_labels_owner_references_and_finalizers_of_others(world):
+    a, _, ca = world.node("a")
+    await promote(a, ca)
+    key = ("coordination.k8s.io", "leases", NS, LEASE)
+    obj = world.store.get(key)
+    obj["metadata"].update(labels={"team": "net"}, finalizers=["example.com/keep"],
+                           ownerReferences=[{"apiVersion": "v1", "kind": "ConfigMap",
+                                             "name": "o", "uid": "u"}])
+    obj["metadata"]["annotations"]["theirs"] = "1"
+    world.store.update(key, obj)
+    for _ in range(3):
+        world.clock.advance(2.0)
+        await a.check(ca)
+    meta = world.store.get(key)["metadata"]
+    assert meta["labels"] == {"team": "net"} and meta["finalizers"] == ["example.com/keep"]
+    assert meta["ownerReferences"][0]["name"] == "o" and meta["annotations"]["theirs"] == "1"
+    await a.down(ca)
+    assert world.store.get(key)["metadata"]["labels"] == {"team": "net"}
+
+
+# ------------------------------------------------------------------ labels (issue 18)
+@pytest.mark.parametrize("status", [403, 422])
+async def test_a_permanent_label_error_is_reported_once_and_not_retried(world, caplog, status):
+    a, api, ca = world.node("a")
+    failure = ApiFailure.FORBIDDEN if status == 403 else ApiFailure.INVALID
+    api.script[POD_PATCH] = [KubeApiError(POD_PATCH, failure, status, f"HTTP {status}")]
+    await promote(a, ca)
+    for _ in range(10):
+        world.clock.advance(1.0)
+        await a.check(ca)
+    await a.down(ca)
+    for _ in range(10):  # as BACKUP: no retry loop, no API call
+        await world.sleep(2.0)
+    assert api.calls.count(POD_PATCH) == 1
+    assert a._retry is None
+    refused = [r for r in caplog.records if "not retried" in r.getMessage()]
+    assert len(refused) == 1 and f"HTTP {status}" in refused[0].getMessage()
+
+
+@pytest.mark.parametrize("key", ["vip sidecar/x", "example.com/", "Bad_Prefix/x", "-x", "x" * 64])
+def test_label_key_must_be_a_qualified_name(key):
+    with pytest.raises(ProviderConfigError, match=r"kubernetes\.label_key"):
+        parse_options(spec(label_key=key), VIP, ENV)
+
+
+def test_max_clock_skew_is_refused_with_the_reason():
+    with pytest.raises(ProviderConfigError, match="local observation"):
+        parse_options(spec(max_clock_skew=1), VIP, ENV)
+
+
+# ------------------------------------------------------------------ events (issue 18)
+async def test_repeated_events_are_aggregated_into_one_with_a_count(world):
+    a, api, _ = world.node("a")
+    for _ in range(3):
+        a.publisher.emit("Warning", "PromotionRefused", "same words")
+        await settle(a)
+        world.clock.advance(1.0)
+    evs = [e for e in world.events() if e["reason"] == "PromotionRefused"]
+    assert len(evs) == 1 and evs[0]["count"] == 3
+    assert api.calls.count(EVENT_CREATE) == 1 and api.calls.count(EVENT_PATCH) == 2
+
+
+async def test_many_similar_events_are_combined_like_client_go(world):
+    a, _, _ = world.node("a")
+    for i in range(AGGREGATE_AFTER + 5):
+        a.publisher.emit("Warning", "PromotionRefused", f"valid for {i}s more")
+        await settle(a)
+    evs = [e for e in world.events() if e["reason"] == "PromotionRefused"]
+    assert len(evs) == AGGREGATE_AFTER + 1
+    combined = [e for e in evs if e["message"].startswith(COMBINED)]
+    assert len(combined) == 1 and combined[0]["count"] == 5
+    assert combined[0]["message"] == COMBINED + f"valid for {AGGREGATE_AFTER + 4}s more"
+
+
+async def test_events_are_rate_limited_per_reason(world):
+    a, api, _ = world.node("a")
+    for i in range(SPAM_BURST + 10):
+        a.publisher.emit("Normal", "BecameBackup", f"m{i}")
+        await settle(a)
+    a.publisher.emit("Normal", "BecameMaster", "another reason has its own bucket")
+    await settle(a)
+    assert a.publisher.recorder.dropped == 10
+    sent = len(api.calls)
+    world.clock.advance(SPAM_REFILL_S)
+    a.publisher.emit("Normal", "BecameBackup", "after the refill")
+    await settle(a)
+    assert len(api.calls) == sent + 1 and a.publisher.recorder.dropped == 10
