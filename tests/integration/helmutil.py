@@ -284,6 +284,10 @@ _RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
         ("clusterrolebindings", "ClusterRoleBinding", False),
     ],
     "coordination.k8s.io/v1": [("leases", "Lease", True)],
+    "admissionregistration.k8s.io/v1": [
+        ("validatingadmissionpolicies", "ValidatingAdmissionPolicy", False),
+        ("validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False),
+    ],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "scheduling.k8s.io/v1": [("priorityclasses", "PriorityClass", False)],
     # the Prometheus operator's CRDs (metrics.serviceMonitor / metrics.prometheusRule)

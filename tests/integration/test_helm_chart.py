@@ -38,11 +38,12 @@ CASES = [pytest.param(None, id="defaults")] + [
 ]
 HOST_IP = "198.51.100.7"  # what status.hostIP would be on the node
 
+# the default values configure no kubernetes provider: no Lease name to grant get/update
+# on (tests/integration/test_kubernetes_rbac.py checks resourceNames with one)
 ROLE_RULES = [
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-     "verbs": ["get", "create", "update"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]  # fmt: skip
 CLUSTER_ROLE_RULES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
 
@@ -182,6 +183,14 @@ FAILED = [
      r"set kubernetes.labelNode=true"),
     ("unknown-password-key", {"vips": [{"vhid": 7, "addr": "192.0.2.1", "passwordKey": "nope"}]},
      r'vips\[0\].passwordKey "nope" is not a key of the chart\'s Secret'),
+    ("label-key-outside-prefix",
+     {"vips": [{"vhid": 7, "addr": "192.0.2.1",
+                "providers": [{"name": "kubernetes", "label_key": "example.com/vip"}]}]},
+     r'label_key "example.com/vip" is not under kubernetes.labelPrefix "vip-sidecar.io/"'),
+    ("default-label-key-outside-prefix",
+     {"kubernetes": {"labelPrefix": "example.com/"},
+      "vips": [{"vhid": 7, "addr": "192.0.2.1", "providers": ["kubernetes"]}]},
+     r"default label key is under vip-sidecar.io/, not kubernetes.labelPrefix"),
 ]  # fmt: skip
 
 
@@ -350,7 +359,8 @@ def test_rbac_and_service_account_can_be_left_out() -> None:
             "kubernetes": {"labelNode": True},
         }
     )
-    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"):
+    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount",
+                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         assert by_kind(manifests, kind) == []
     pod = one(manifests, "DaemonSet")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "preexisting"

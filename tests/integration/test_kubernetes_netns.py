@@ -202,7 +202,9 @@ def test_split_brain_without_the_fence_both_claim(cluster):
 
 def test_apiserver_hang_failsafe_keeps_the_vip_for_the_lease_then_steps_down(cluster):
     cl, (h1, h2) = cluster, cluster.topo.hosts
-    kube = {"lease_duration": 6, "apiserver_outage": "failsafe"}
+    # a promotion retries an unreachable apiserver for its budget (timeout - request
+    # timeout - 1 s = 6.5 s here) before it refuses
+    kube = {"lease_duration": 6, "apiserver_outage": "failsafe", "timeout": 8}
     a = cl.start(0, 0, kube=kube)
     wait_for(lambda: a.state() == "MASTER" and has_vip(h1, cl), 20, what="a MASTER")
     b = cl.start(1, SKEW_B, kube=kube)

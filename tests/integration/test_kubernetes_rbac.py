@@ -89,7 +89,7 @@ def test_template_parsing_really_sees_the_rules():
     """Guard against a parser that silently finds nothing: one rule less must differ."""
     docs = template_documents()
     role_doc = next(d for d in docs if d.get("kind") == "Role")
-    role_doc["rules"][0]["verbs"] = ["get", "create"]
+    role_doc["rules"][0]["verbs"] = []
     role, _ = rbac(docs)
     assert role != rbac_triples(NAMESPACED_CALLS)
 
@@ -149,3 +149,76 @@ def test_the_example_config_is_accepted_and_covered_by_the_rendered_rbac(helm):
         opts, _ = parse_options(ProviderSpec("kubernetes", options), vip, env)
         assert rbac_triples(opts.calls) <= role | cluster
         assert opts.namespace == helmutil.NAMESPACE
+
+
+# ------------------------------------------------------------------ issue 18: narrower grants
+def lease_names(manifests: list[dict[str, Any]]) -> tuple[set[str], set[Triple]]:
+    """(resourceNames of the Role's lease get/update rule, lease triples granted by name)."""
+    (role_doc,) = helmutil.by_kind(manifests, "Role")
+    named = [r for r in role_doc["rules"] if r.get("resourceNames")]
+    names = {n for r in named for n in r["resourceNames"]}
+    return names, triples(named)
+
+
+@pytest.mark.helm
+def test_lease_get_and_update_are_restricted_to_the_names_the_provider_uses(helm):
+    vips = [
+        {"vhid": 7, "addr": "192.0.2.1", "name": "Web.VIP_1", "providers": ["kubernetes"]},
+        {"vhid": 8, "addr": "192.0.2.2", "providers": [{"name": "kubernetes", "lease_name": "x"}]},
+        {"vhid": 9, "addr": "192.0.2.3", "providers": ["alias"]},
+        {"vhid": 10, "addr": "192.0.2.4"},  # config.providers below: kubernetes
+    ]
+    manifests = helmutil.render_chart(
+        set_values={"vips": vips, "config": {"providers": [{"name": "kubernetes"}]}})
+    names, named = lease_names(manifests)
+    env = {"POD_NAME": "p", "NODE_NAME": "n", "POD_NAMESPACE": helmutil.NAMESPACE}
+    expected = set()
+    for vip_doc in vips:
+        if vip_doc.get("providers") == ["alias"]:
+            continue
+        vip = build_config({"interface": "eth0", "srcip": "10.0.0.1", "vhid": vip_doc["vhid"],
+                            "pass": "x", "addr": vip_doc["addr"],
+                            "name": vip_doc.get("name", f"vhid{vip_doc['vhid']}")}).vips[0]
+        provider = (vip_doc.get("providers") or [{}])[0]
+        options = {k: v for k, v in provider.items() if k == "lease_name"} if isinstance(
+            provider, dict) else {}
+        expected.add(parse_options(ProviderSpec("kubernetes", options), vip, env)[0].lease_name)
+    assert names == expected == {"vip-sidecar-web-vip-1", "x", "vip-sidecar-vhid10"}
+    assert named == {("coordination.k8s.io", "leases", "get"),
+                     ("coordination.k8s.io", "leases", "update")}
+    # create cannot be restricted by name in RBAC: it is granted without resourceNames
+    (role_doc,) = helmutil.by_kind(manifests, "Role")
+    create = [r for r in role_doc["rules"] if "create" in r["verbs"] and "leases" in r["resources"]]
+    assert create and all("resourceNames" not in r for r in create)
+
+
+@pytest.mark.helm
+def test_the_admission_policy_binds_the_sidecars_service_account(helm):
+    manifests = helmutil.render_chart([EXAMPLE])
+    policy = helmutil.one(manifests, "ValidatingAdmissionPolicy")
+    binding = helmutil.one(manifests, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    sa = helmutil.one(manifests, "ServiceAccount")["metadata"]["name"]
+    (cond,) = policy["spec"]["matchConditions"]
+    assert cond["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{helmutil.NAMESPACE}:{sa}'")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert set(rule["resources"]) == {"pods", "nodes"} and rule["operations"] == ["UPDATE"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["variables"] == [{"name": "prefix", "expression": "'vip-sidecar.io/'"}]
+    off = helmutil.render_chart([EXAMPLE], set_values={"kubernetes": {"admissionPolicy": False}},
+                                with_notes=True)
+    assert not helmutil.by_kind(off[0], "ValidatingAdmissionPolicy")
+    assert "admissionPolicy=false" in off[1]
+
+
+@pytest.mark.helm
+def test_kube_system_is_refused_unless_allowed_and_then_warned_about(helm):
+    with pytest.raises(helmutil.HelmError, match="refusing to install into kube-system"):
+        helmutil.render_chart([EXAMPLE], namespace="kube-system")
+    _, notes = helmutil.render_chart([EXAMPLE], namespace="kube-system", with_notes=True,
+                                     set_values={"kubernetes": {"allowKubeSystem": True}})
+    assert "WARNING: installed into kube-system" in notes
+    _, notes = helmutil.render_chart([EXAMPLE], with_notes=True)
+    assert "kube-system" not in notes and "WARNING: kubernetes.admissionPolicy" not in notes

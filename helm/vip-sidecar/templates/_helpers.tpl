@@ -106,5 +106,67 @@ Checks the schema cannot express; each fails the install with the fix in the mes
 {{- fail (printf "vips[%d] uses the kubernetes provider with label_node; set kubernetes.labelNode=true so the chart grants get/patch on nodes" $i) -}}
 {{- end -}}
 {{- end -}}
+{{- range $p := include "vip-sidecar.kubernetesProviders" (dict "vip" $vip "root" $) | fromJsonArray -}}
+{{- $key := "" -}}
+{{- if $p.label_key -}}{{- $key = toString $p.label_key -}}{{- end -}}
+{{- if and $key (not (hasPrefix $.Values.kubernetes.labelPrefix $key)) -}}
+{{- fail (printf "vips[%d]: kubernetes label_key %q is not under kubernetes.labelPrefix %q; the admission policy would refuse every label patch" $i $key $.Values.kubernetes.labelPrefix) -}}
 {{- end -}}
+{{- if and (not $key) (ne $.Values.kubernetes.labelPrefix "vip-sidecar.io/") -}}
+{{- fail (printf "vips[%d]: the kubernetes provider's default label key is under vip-sidecar.io/, not kubernetes.labelPrefix %q; set label_key" $i $.Values.kubernetes.labelPrefix) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Release.Namespace "kube-system") (not .Values.kubernetes.allowKubeSystem) -}}
+{{- fail "refusing to install into kube-system: the ServiceAccount may patch Pods and create Leases in its namespace, and kube-system holds the control plane's Pods and Leases; use a namespace of its own (or set kubernetes.allowKubeSystem=true)" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The kubernetes provider entries of a VIP (its own providers, else config.providers),
+as a JSON list of option maps ({} for a bare "kubernetes").
+*/}}
+{{- define "vip-sidecar.kubernetesProviders" -}}
+{{- $vip := .vip -}}
+{{- $providers := default .root.Values.config.providers $vip.providers -}}
+{{- $found := list -}}
+{{- range $p := $providers -}}
+{{- if and (kindIs "string" $p) (eq $p "kubernetes") -}}
+{{- $found = append $found dict -}}
+{{- else if and (kindIs "map" $p) (eq (toString $p.name) "kubernetes") -}}
+{{- $found = append $found $p -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $found -}}
+{{- end }}
+
+{{/*
+The Lease names the kubernetes provider uses, as a JSON list: its lease_name option,
+else "vip-sidecar-" + the VIP name made a DNS-1123 name (providers.kubernetes.lease
+.dns_name; tests/integration/test_kubernetes_admission.py compares the two). The Role
+grants get/update on exactly these.
+*/}}
+{{- define "vip-sidecar.leaseNames" -}}
+{{- $names := list -}}
+{{- range $vip := .Values.vips -}}
+{{- $vipName := toString (default (printf "vhid%v" $vip.vhid) $vip.name) -}}
+{{- range $p := include "vip-sidecar.kubernetesProviders" (dict "vip" $vip "root" $) | fromJsonArray -}}
+{{- $name := "" -}}
+{{- if and (kindIs "map" $p) $p.lease_name -}}
+{{- $name = toString $p.lease_name -}}
+{{- else -}}
+{{- $slug := regexReplaceAll "[^a-z0-9-]+" (lower $vipName) "-" | trimAll "-" | default "vip" -}}
+{{- $name = printf "vip-sidecar-%s" $slug | trunc 253 | trimAll "-" -}}
+{{- end -}}
+{{- if not (has $name $names) -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end }}
+
+{{/* The ServiceAccount's user name, as the apiserver authenticates its token. */}}
+{{- define "vip-sidecar.serviceAccountUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "vip-sidecar.serviceAccountName" . }}
 {{- end }}
