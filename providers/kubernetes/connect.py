@@ -21,7 +21,12 @@ class _NoTimeoutRetry(urllib3.util.Retry):
     retry (its deadlines count), never the client's, which would double the wait."""
 
     def _is_connection_error(self, err: Exception) -> bool:
-        if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+        # urllib3 files a refused connection (NewConnectionError) under
+        # ConnectTimeoutError: keep that one (nothing was sent, it fails in
+        # microseconds), drop a real connect timeout
+        if isinstance(err, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+            err, urllib3.exceptions.NewConnectionError
+        ):
             return False
         return bool(super()._is_connection_error(err))
 

@@ -331,6 +331,17 @@ class KubernetesProvider(Provider):
             self._lost(lost)
             raise
 
+    def status(self) -> dict[str, Any]:
+        """For /status; the numbers also become vip_sidecar_provider_value metrics."""
+        return {
+            "lease": self.lease_ref,
+            "lease_held": self.holder.held,
+            "lease_transitions": self.holder.transitions(),
+            "acquire_retries": self.holder.retries,
+            "events_dropped": self.publisher.recorder.dropped,
+            "labels_refused": len(self.publisher.labels_refused),
+        }
+
     async def close(self) -> None:
         self._cancel_retry()
         if self.publisher.background:

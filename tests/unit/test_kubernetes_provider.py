@@ -881,3 +881,41 @@ async def test_events_are_rate_limited_per_reason(world):
     a.publisher.emit("Normal", "BecameBackup", "after the refill")
     await settle(a)
     assert len(api.calls) == sent + 1 and a.publisher.recorder.dropped == 10
+
+
+# ------------------------------------------------------------------ client retry (issue 18)
+def test_the_client_retries_a_stale_connection_once_but_never_a_timeout_or_a_post():
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        MaxRetryError,
+        NewConnectionError,
+        ProtocolError,
+        ReadTimeoutError,
+    )
+
+    from providers.kubernetes.connect import stale_connection_retry
+
+    stale = ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+    retry = stale_connection_retry()
+    for method in ("GET", "PUT"):  # dropped keep-alive connection: replayed once
+        again = retry.increment(method, "/x", error=stale)
+        with pytest.raises(MaxRetryError):
+            again.increment(method, "/x", error=stale)
+    for method in ("POST", "PATCH"):  # not idempotent here: the provider decides
+        with pytest.raises(ProtocolError):
+            retry.increment(method, "/x", error=stale)
+    refused = NewConnectionError(None, "refused")  # nothing was sent: any method
+    retry.increment("POST", "/x", error=refused)
+    for timeout in (ReadTimeoutError(None, "/x", "timed out"), ConnectTimeoutError("timed out")):
+        with pytest.raises(MaxRetryError) as err:  # the provider's deadlines decide
+            retry.increment("GET", "/x", error=timeout)
+        assert err.value.reason is timeout
+
+
+async def test_status_reports_the_fence_and_its_counters(world):
+    a, api, ca = world.node("a")
+    api.script[LEASE_GET] = [unavailable(LEASE_GET)]
+    await promote(a, ca)
+    st = a.status()
+    assert st["lease"] == f"{NS}/{LEASE}" and st["lease_held"] is True
+    assert (st["acquire_retries"], st["events_dropped"], st["labels_refused"]) == (1, 0, 0)
