@@ -57,6 +57,9 @@ def test_kill9_of_our_master_backup_takes_over_within_bound(make_topo, backup_ki
     wait_for(lambda: ours.state() == "MASTER", 6, what="ours MASTER")
     make = topo.ucarp if backup_kind == "ucarp" else topo.sidecar
     backup = make(topo.hosts[1], *common(topo), "-k", "50")
+    # a loaded machine needs ~2 s to start a daemon: wait for its state, then let it
+    # hear a few adverts
+    wait_for(lambda: backup.state() == "BACKUP", 10, what="backup BACKUP")
     time.sleep(1.5)
     assert backup.state() == "BACKUP"
     t0 = time.time()
@@ -113,6 +116,7 @@ def test_sigterm_of_our_master_bows_out_and_backup_takes_over_at_once(
     wait_for(lambda: ours.state() == "MASTER", 3 * advbase + 3, what="ours MASTER")
     make = topo.ucarp if backup_kind == "ucarp" else topo.sidecar
     backup = make(topo.hosts[1], *common(topo), "-b", str(advbase), "-k", "50")
+    wait_for(lambda: backup.state() == "BACKUP", 10, what="backup BACKUP")  # start-up
     time.sleep(advbase + 0.5)
     assert backup.state() == "BACKUP"
     t0 = time.time()
