@@ -14,8 +14,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sidecar.instance import provider_details
 from sidecar.stats import Histogram
+from sidecar.status_view import provider_details
 
 if TYPE_CHECKING:
     from sidecar.instance import VipInstance

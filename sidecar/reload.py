@@ -32,7 +32,6 @@ from providers.base import Provider
 from sidecar.config import Config, VipConfig
 from sidecar.election import State
 from sidecar.log import event
-from sidecar.pipeline import Pipeline
 from sidecar.transport import InterfaceTransport, TransportError
 
 if TYPE_CHECKING:
@@ -216,16 +215,7 @@ def _settled_backup(inst: VipInstance) -> bool:
 async def swap_providers(inst: VipInstance, vip: VipConfig, providers: list[Provider]) -> None:
     """New pipeline on a BACKUP instance, under its worker lock so no provider action
     runs meanwhile; then the new providers' down actions run, as at start-up."""
-    async with inst._lock:
-        old = inst.pipeline
-        inst.pipeline = Pipeline(providers, observer=inst._observe_provider)
-        inst.cfg = vip
-        inst.ctx = dataclasses.replace(inst.ctx, vip=vip)  # keeps the fencing epoch
-        inst.election.params = dataclasses.replace(
-            inst.election.params, confirm_promotions=inst.pipeline.can_veto
-        )
-        inst.ready = not await inst.pipeline.init()
-        inst.applied = None
+    old = await inst.swap_providers(vip, providers)
     event(
         logging.INFO,
         f"providers swapped: {', '.join(p.name for p in providers) or 'none'}",
@@ -233,4 +223,4 @@ async def swap_providers(inst: VipInstance, vip: VipConfig, providers: list[Prov
         event="providers_swapped",
     )
     await old.close()
-    inst._wake.set()
+    inst.reconcile()
