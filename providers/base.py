@@ -18,6 +18,7 @@ providers never copy the runtime's tick or jitter constants.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
@@ -85,6 +86,10 @@ class Timing:
     grid_s: float = 1.0
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass
 class VipContext:
     """What a provider may know about the VIP and the transition it acts on."""
@@ -94,6 +99,9 @@ class VipContext:
     epoch: int = 0  # increments on every promotion; providers stamp it for fencing
     reason: str = ""
     timing: Timing = field(default_factory=Timing)
+    # True while the runtime wants this node to be MASTER. A hook still running after a
+    # demotion (a slow check()) reads it to stop before changing anything outside.
+    is_master: Callable[[], bool] = _always
 
     @property
     def addr(self) -> IPv4Address:

@@ -69,7 +69,7 @@ class Reconciler:
         after_up: Callable[[], None],
     ) -> None:
         self.pipeline = Pipeline(providers, observer=self.observe_provider)
-        self.ctx = ctx
+        self.ctx = self._bind(ctx)
         self.config = config
         self.election = election
         self.stats = stats
@@ -112,12 +112,21 @@ class Reconciler:
         while self.applied != self.desired or not self._idle.is_set():
             await asyncio.sleep(0.01)
 
+    def _bind(self, ctx: VipContext) -> VipContext:
+        # a hook still running after a demotion (a slow check) asks this before it
+        # changes anything outside (providers.base.VipContext.is_master)
+        ctx.is_master = self._wants_master
+        return ctx
+
+    def _wants_master(self) -> bool:
+        return self.desired is State.MASTER
+
     async def swap_providers(self, ctx: VipContext, providers: list[Provider]) -> Pipeline:
         """Reload: new providers for a VIP that is BACKUP; returns the old pipeline."""
         async with self.lock:
             old = self.pipeline
             self.pipeline = Pipeline(providers, observer=self.observe_provider)
-            self.ctx = ctx
+            self.ctx = self._bind(ctx)
             self.ready = not await self.pipeline.init()
             self.applied = None  # the new providers have not run down() yet
             self._next_check.clear()

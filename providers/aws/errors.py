@@ -150,6 +150,18 @@ class AwsVerifyTimeout(AwsError):
     kind = ErrorKind.RETRYABLE
 
 
+class AwsTagBudgetError(AwsError):
+    """The resource has no room for the fencing tag (EC2: 50 tags per resource)."""
+
+    kind = ErrorKind.PERMANENT
+
+
+class AwsNotOwner(AwsError):
+    """The node is no longer meant to own the VIP: a mutating call was not issued."""
+
+    kind = ErrorKind.RETRYABLE
+
+
 class AwsFenceLost(AwsError, OwnershipLost):
     """Another node wrote a higher fencing epoch: it claimed the VIP after us."""
 
@@ -222,6 +234,14 @@ def translate(exc: BaseException, op: str, context: str = "") -> AwsError:
     kind = classify(exc)
     code = error_code(exc)
     where = f" ({context})" if context else ""
+    if code == "TagLimitExceeded":
+        return AwsTagBudgetError(
+            f"{op}{where}: TagLimitExceeded: the resource already carries the 50 tags EC2 "
+            "allows, so the fencing tag cannot be written; remove unused tags from it "
+            "(vip-sidecar needs one per VIP) - not retried",
+            code=code,
+            op=op,
+        )
     if kind is Cause.DENIED:
         return AwsPermissionError(
             f"{op}{where} denied with {code}: the credentials lack the IAM permission "

@@ -11,6 +11,7 @@ init and preflight, never in the advertisement loop.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import urllib.error
@@ -28,6 +29,18 @@ TOKEN_RENEW_MARGIN_S = 300.0
 
 # (method, url, headers, timeout) -> (HTTP status, body); raises TimeoutError / OSError
 Transport = Callable[[str, str, dict[str, str], float], tuple[int, bytes]]
+
+
+# the region is the zone name's leading <area>-<direction>-<n>: us-east-1a, the Local Zone
+# us-west-2-lax-1a and the Wavelength zone us-east-1-wl1-bos-wlz-1 all lie in a region
+# that a bare "drop the last letter" gets wrong for the latter two
+_REGION_PREFIX = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+")
+
+
+def region_of_zone(zone: str) -> str:
+    """The region of an availability / Local / Wavelength zone name ("" stays "")."""
+    found = _REGION_PREFIX.match(zone)
+    return found.group(0) if found else zone
 
 
 class ImdsError(Exception):
@@ -192,8 +205,7 @@ class ImdsClient:
         if region and region.strip():
             return region.strip()
         az = self.get("meta-data/placement/availability-zone").strip()
-        # us-east-1a -> us-east-1; local zones (us-west-2-lax-1a) keep their region prefix
-        return az[:-1] if az and az[-1].isalpha() else az
+        return region_of_zone(az)
 
     def mac_path(self, mac: str, leaf: str) -> str:
         return f"meta-data/network/interfaces/macs/{mac.lower()}/{leaf}"

@@ -13,6 +13,7 @@ lost the VIP to a newer claim and must not re-take it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,39 +26,88 @@ from providers.aws.identity import Identity
 from providers.aws.retry import Plan
 from sidecar.log import event
 
+# EC2 tag limits: 50 tags per resource, values up to 256 characters
+TAG_BUDGET = 50
+TAG_VALUE_MAX = 256
+_EPOCH_DIGITS = 20  # room kept in the value for "<epoch>:"
+
+
+def bound_holder(node: str, eni_id: str) -> str:
+    """`node/eni`, shortened to fit a tag value next to the epoch. A long node name is cut
+    and suffixed with a hash of the whole name, so two long names stay distinct."""
+    full = f"{node}/{eni_id}"
+    room = TAG_VALUE_MAX - _EPOCH_DIGITS - 1
+    if len(full) <= room:
+        return full
+    digest = hashlib.sha256(node.encode()).hexdigest()[:12]
+    keep = room - len(eni_id) - len(digest) - 2
+    return f"{node[:keep]}~{digest}/{eni_id}"
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    """A fencing claim: ordered by epoch, ties broken by holder (deterministic on every
+    node: the same two claims always compare the same way)."""
+
+    epoch: int = 0
+    holder: str = ""
+
+
+NO_CLAIM = Claim()
+
 
 @dataclass(frozen=True)
 class Fence:
-    """The tag keys of one VIP and this node's claim."""
+    """The tag of one VIP (`<prefix><vip>` = `<epoch>:<holder>`) and this node's claim."""
 
     prefix: str
     vip: IPv4Address
-    holder: str  # node name / ENI: unique even when two nodes share a hostname
+    holder: str  # bound_holder(): node name / ENI, unique even when hostnames repeat
     enabled: bool = True
 
     @property
-    def epoch_key(self) -> str:
-        return f"{self.prefix}{self.vip}/epoch"
+    def key(self) -> str:
+        return f"{self.prefix}{self.vip}"
 
     @property
-    def holder_key(self) -> str:
-        return f"{self.prefix}{self.vip}/holder"
+    def legacy_keys(self) -> tuple[str, str]:
+        """The two tags per VIP older releases wrote (read for upgrades, then removed)."""
+        return f"{self.key}/epoch", f"{self.key}/holder"
 
-    def read(self, tags: list[dict[str, str]] | None) -> tuple[int, str | None]:
-        """(epoch, holder) from an EC2 tag list; epoch 0 when absent or unreadable."""
+    def read(self, tags: list[dict[str, str]] | None) -> Claim:
+        """The claim in an EC2 tag list; NO_CLAIM when absent or unreadable."""
         values = {t.get("Key"): t.get("Value") for t in tags or []}
-        raw = values.get(self.epoch_key)
+        raw = values.get(self.key)
+        if raw is not None:
+            epoch, _, holder = raw.partition(":")
+            try:
+                return Claim(int(epoch), holder)
+            except ValueError:
+                return NO_CLAIM
+        epoch_key, holder_key = self.legacy_keys
         try:
-            epoch = int(raw) if raw is not None else 0
+            return Claim(int(values.get(epoch_key) or 0), values.get(holder_key) or "")
         except ValueError:
-            epoch = 0
-        return epoch, values.get(self.holder_key)
+            return NO_CLAIM
+
+    def claim(self, epoch: int) -> Claim:
+        return Claim(epoch, self.holder)
+
+    def value(self, epoch: int) -> str:
+        return f"{epoch}:{self.holder}"[:TAG_VALUE_MAX]
 
     def tags(self, epoch: int) -> list[dict[str, str]]:
-        return [
-            {"Key": self.epoch_key, "Value": str(epoch)},
-            {"Key": self.holder_key, "Value": self.holder},
-        ]
+        return [{"Key": self.key, "Value": self.value(epoch)}]
+
+    def stale_keys(self, tags: list[dict[str, str]] | None) -> list[str]:
+        """Tags of this VIP that are no longer written (the legacy pair)."""
+        present = {t.get("Key") for t in tags or []}
+        return [k for k in self.legacy_keys if k in present]
+
+    def budget_needed(self, tags: list[dict[str, str]] | None) -> int:
+        """Tags on the resource once our claim is written and the legacy pair removed."""
+        keys = {str(t.get("Key")) for t in tags or []}
+        return len((keys - set(self.legacy_keys)) | {self.key})
 
 
 @dataclass
@@ -70,12 +120,25 @@ class Probes:
 @dataclass
 class ModePlan(Plan):
     points_here: bool = False
-    seen_epoch: int = 0  # highest epoch tag for this VIP anywhere we looked
-    seen_holder: str | None = None  # who wrote it
-    fence_lost: bool = False  # someone else holds a higher epoch than our claim
+    seen: Claim = NO_CLAIM  # the highest claim for this VIP anywhere we looked
+    fence_lost: bool = False  # someone else holds a higher claim than ours
+    fenced: bool = False  # our claim is visible on the resource(s) we move
     owners: list[str] = field(default_factory=list)  # where EC2 says the VIP points
     todo: list[str] = field(default_factory=list)  # resource ids the step acts on
     present: list[str] = field(default_factory=list)  # route: tables that have the route
+    # resource -> tag keys of this VIP that are no longer written (removed with our tag)
+    stale_tags: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def seen_epoch(self) -> int:
+        return self.seen.epoch
+
+    @property
+    def seen_holder(self) -> str | None:
+        return self.seen.holder or None
+
+    def see(self, claim: Claim) -> None:
+        self.seen = max(self.seen, claim)
 
 
 class Mode:
@@ -108,10 +171,19 @@ class Mode:
         raise NotImplementedError
 
     def _fence_verdict(self, plan: ModePlan, epoch: int | None) -> None:
-        if epoch is not None and self.fence.enabled and plan.seen_epoch > epoch:
-            plan.fence_lost = plan.seen_holder != self.fence.holder
+        # a tie in epoch is broken by holder, the same way on every node: two masters of a
+        # split brain that both claimed epoch n never both keep re-asserting
+        if epoch is not None and self.fence.enabled:
+            plan.fence_lost = plan.seen > self.fence.claim(epoch)
 
-    async def tag(self, resources: list[str], deadline: float, epoch: int) -> None:
+    def _note_tags(self, plan: ModePlan, resource: str, tags: list[dict[str, str]] | None) -> None:
+        stale = self.fence.stale_keys(tags)
+        if stale:
+            plan.stale_tags[resource] = stale
+
+    async def tag(
+        self, resources: list[str], deadline: float, epoch: int, plan: ModePlan | None = None
+    ) -> None:
         await self.api.call(
             "CreateTags",
             deadline,
@@ -119,14 +191,40 @@ class Mode:
             Resources=resources,
             Tags=self.fence.tags(epoch),
         )
+        # the legacy two-tag pair of this VIP, only on resources we write anyway
+        for resource in resources:
+            stale = (plan.stale_tags if plan is not None else {}).get(resource)
+            if stale:
+                await self.api.call(
+                    "DeleteTags",
+                    deadline,
+                    "remove superseded fencing tags",
+                    Resources=[resource],
+                    Tags=[{"Key": k} for k in stale],
+                )
 
-    async def tag_if_fencing(self, resources: list[str], deadline: float, epoch: int) -> None:
-        # written together with the move: one read-back then confirms both
+    async def fence_first(
+        self, resources: list[str], deadline: float, epoch: int, plan: ModePlan
+    ) -> None:
+        """The claim is written *before* the move: a node that sees the move also finds
+        the claim once EC2's reads catch up, and one that sees only the claim already knows
+        it lost. Moving first let an old master read "untagged drift" and take it back."""
         if self.fence.enabled:
-            await self.tag(resources, deadline, epoch)
+            await self.tag(resources, deadline, epoch, plan)
 
     def describe_target(self) -> str:
         return self.ident.eni_id
+
+    async def tag_sets(self, deadline: float) -> dict[str, list[dict[str, str]]]:
+        """The current tags of every resource this mode writes its claim to."""
+        resp = await self.api.call(
+            "DescribeNetworkInterfaces",
+            deadline,
+            "read the tags of our ENI",
+            NetworkInterfaceIds=[self.ident.eni_id],
+        )
+        enis = resp.get("NetworkInterfaces", [])
+        return {self.ident.eni_id: enis[0].get("TagSet", []) if enis else []}
 
     async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
         """The calls `vip-sidecar check` dry-runs to prove this mode's IAM permissions,
@@ -152,8 +250,13 @@ class SecondaryIpMode(Mode):
         vip: IPv4Address,
         fence: Fence,
         local_ipv4s: Callable[[], list[str] | None] | None = None,
+        emulator_compat: bool = False,
     ) -> None:
         super().__init__(api, ident, vip, fence)
+        # moto keeps a reassigned address on both ENIs and matches the address filter on
+        # primaries only; only then are duplicates real (and removed) and the subnet listed
+        self.emulator_compat = emulator_compat
+        self.untouchable: set[str] = set()
         # the instance's own view (IMDS local-ipv4s) is AWS's documented confirmation
         # that a remap reached this instance; describe calls can be ahead of it
         self.local_ipv4s = local_ipv4s
@@ -174,73 +277,86 @@ class SecondaryIpMode(Mode):
             raise AwsConfigError("secondary-ip: the ENI's subnet is unknown")
         return warnings
 
-    async def _subnet_enis(self, deadline: float) -> list[dict[str, Any]]:
-        # moto (and some AWS docs readings) match addresses.private-ip-address on the
-        # primary IP only; a filtered, paginated subnet listing finds secondaries everywhere
+    async def _enis(self, deadline: float, flt: dict[str, Any] | None, why: str) -> list[Any]:
+        filters: list[dict[str, Any]] = [{"Name": "subnet-id", "Values": [self.ident.subnet_id]}]
+        if flt is not None:
+            filters.append(flt)
         enis: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            params: dict[str, Any] = {
-                "Filters": [{"Name": "subnet-id", "Values": [self.ident.subnet_id]}],
-                "MaxResults": 1000,
-            }
+            params: dict[str, Any] = {"Filters": filters}
             if token:
                 params["NextToken"] = token
-            resp = await self.api.call(
-                "DescribeNetworkInterfaces", deadline, "find who holds the VIP", **params
-            )
+            resp = await self.api.call("DescribeNetworkInterfaces", deadline, why, **params)
             enis.extend(resp.get("NetworkInterfaces", []))
             token = resp.get("NextToken")
             if not token:
                 return enis
 
     async def observe(self, deadline: float) -> SubnetView:
-        enis = await self._subnet_enis(deadline)
+        # two filtered reads instead of paging the subnet: who lists the VIP
+        # (addresses.private-ip-address matches secondary addresses on EC2), and who
+        # carries a claim for it. Emulators that match primaries only get the subnet.
+        if self.emulator_compat:
+            found = await self._enis(deadline, None, "list the subnet (emulator mode)")
+        else:
+            found = await self._enis(
+                deadline,
+                {"Name": "addresses.private-ip-address", "Values": [str(self.vip)]},
+                "find who holds the VIP",
+            )
+            if self.fence.enabled:
+                keys = [self.fence.key, *self.fence.legacy_keys]
+                found += await self._enis(
+                    deadline, {"Name": "tag-key", "Values": keys}, "find the VIP's claims"
+                )
+        by_id = {str(e.get("NetworkInterfaceId")): e for e in found}
         local = None
         if self.local_ipv4s is not None:
             local = await asyncio.to_thread(self.local_ipv4s)
-        return SubnetView(enis, local)
+        return SubnetView(list(by_id.values()), local)
 
     def plan(self, obs: Any, epoch: int | None) -> ModePlan:
         vip = str(self.vip)
         view: SubnetView = obs
-        enis = view.enis
         plan = ModePlan()
         own: dict[str, Any] | None = None
-        for eni in enis:
+        for eni in view.enis:
             ips = {p.get("PrivateIpAddress") for p in eni.get("PrivateIpAddresses", [])}
             if eni.get("NetworkInterfaceId") == self.ident.eni_id:
                 own = eni
             if vip in ips:
                 plan.owners.append(str(eni.get("NetworkInterfaceId")))
-            e, holder = self.fence.read(eni.get("TagSet"))
-            if e > plan.seen_epoch:
-                plan.seen_epoch, plan.seen_holder = e, holder
-        if own is None:
-            raise AwsConfigError(
-                f"secondary-ip: own ENI {self.ident.eni_id} is not in subnet "
-                f"{self.ident.subnet_id} any more"
-            )
+            plan.see(self.fence.read(eni.get("TagSet")))
+        own_tags = own.get("TagSet") if own is not None else None
+        self._note_tags(plan, self.ident.eni_id, own_tags)
         self._fence_verdict(plan, epoch)
         others = [o for o in plan.owners if o != self.ident.eni_id]
-        plan.points_here = self.ident.eni_id in plan.owners and not others
-        own_tags = self.fence.read(own.get("TagSet"))
-        tags_ok = not self.fence.enabled or (
-            epoch is not None and own_tags == (epoch, self.fence.holder)
+        plan.points_here = self.ident.eni_id in plan.owners
+        own_claim = self.fence.read(own_tags)
+        plan.fenced = not self.fence.enabled or (
+            epoch is not None and own_claim == self.fence.claim(epoch)
         )
-        if self.ident.eni_id not in plan.owners:
+        removable = [o for o in others if o not in self.untouchable]
+        if not plan.points_here:
             plan.step, plan.todo = "assign", [self.ident.eni_id]
-        elif others:
-            # only once our ENI lists it: on AWS the reassignment has then taken effect
-            # and any other listing is a stale duplicate (moto never clears it)
-            plan.step, plan.todo = "unassign:" + ",".join(sorted(others)), sorted(others)
-        elif not tags_ok:
+        elif not plan.fenced:
             plan.step, plan.todo = "tag", [self.ident.eni_id]
+        elif removable and self.emulator_compat:
+            # an emulator keeps a reassigned address on both ENIs; EC2 never does
+            plan.step, plan.todo = "unassign:" + ",".join(sorted(removable)), sorted(removable)
         elif view.local_ipv4s is not None and vip not in view.local_ipv4s:
             plan.step = None  # EC2 agrees; wait (no action) until the instance sees it too
         else:
+            # other listings are stale reads on EC2 (AllowReassignment moved the address):
+            # never unassign them, that could remove a newer master's copy
             plan.ok = True
-        plan.summary = f"VIP {vip} on {plan.owners or 'no ENI'}; fence {own_tags}"
+        plan.summary = (
+            f"VIP {vip} on {plan.owners or 'no ENI'}; fence {own_claim.epoch}:"
+            f"{own_claim.holder or '-'}"
+        )
+        if others and not plan.step:
+            plan.summary += f"; stale listing on {', '.join(others)} (EC2 moved it)"
         if view.local_ipv4s is not None:
             plan.summary += f"; IMDS local-ipv4s {'has' if vip in view.local_ipv4s else 'lacks'} it"
         return plan
@@ -248,6 +364,8 @@ class SecondaryIpMode(Mode):
     async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
         vip = str(self.vip)
         if plan.step == "assign":
+            if not plan.fenced:
+                await self.fence_first([self.ident.eni_id], deadline, epoch, plan)
             await self.api.call(
                 "AssignPrivateIpAddresses",
                 deadline,
@@ -256,20 +374,19 @@ class SecondaryIpMode(Mode):
                 PrivateIpAddresses=[vip],
                 AllowReassignment=True,
             )
-            await self.tag_if_fencing([self.ident.eni_id], deadline, epoch)
         elif plan.step and plan.step.startswith("unassign:"):
             for other in plan.todo:
                 await self._unassign_duplicate(other, deadline)
         elif plan.step == "tag":
-            await self.tag([self.ident.eni_id], deadline, epoch)
+            await self.tag([self.ident.eni_id], deadline, epoch, plan)
 
     async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
         eni = self.ident.eni_id
-        return Probes(
-            [("DescribeNetworkInterfaces", {"NetworkInterfaceIds": [eni]})],
-            ["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"],
-            eni,
-        )
+        unprobed = ["AssignPrivateIpAddresses"]
+        if self.emulator_compat:
+            unprobed.append("UnassignPrivateIpAddresses")
+        describe = ("DescribeNetworkInterfaces", {"NetworkInterfaceIds": [eni]})
+        return Probes([describe], unprobed, eni)
 
     async def _unassign_duplicate(self, other: str, deadline: float) -> None:
         vip = str(self.vip)
@@ -285,6 +402,16 @@ class SecondaryIpMode(Mode):
             cause = exc.__cause__ or exc
             if classify(cause) in (Cause.INVALID, Cause.NOT_FOUND):
                 return  # already gone (AWS finished the move) or the ENI was deleted
+            if classify(cause) is Cause.DENIED:
+                # an ENI the role may not touch: the copy is harmless to our claim
+                self.untouchable.add(other)
+                event(
+                    logging.WARNING,
+                    f"cannot remove the copy of {vip} on {other} (not permitted); leaving it",
+                    event="aws_duplicate_kept",
+                    eni=other,
+                )
+                return
             raise
         event(
             logging.INFO,
@@ -351,6 +478,10 @@ class EipMode(Mode):
     def describe_target(self) -> str:
         return f"{self.ident.eni_id}/{self.target_private_ip}"
 
+    async def tag_sets(self, deadline: float) -> dict[str, list[dict[str, str]]]:
+        assert self.allocation_id is not None
+        return {self.allocation_id: (await self.observe(deadline)).get("Tags", [])}
+
     async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
         assert self.allocation_id is not None
         associate = {
@@ -389,15 +520,16 @@ class EipMode(Mode):
         private = addr.get("PrivateIpAddress") or None
         if eni:
             plan.owners = [f"{eni}/{private}"]
-        plan.seen_epoch, plan.seen_holder = self.fence.read(addr.get("Tags"))
+        plan.see(self.fence.read(addr.get("Tags")))
+        self._note_tags(plan, self.allocation_id, addr.get("Tags"))
         self._fence_verdict(plan, epoch)
         plan.points_here = eni == self.ident.eni_id and private == self.target_private_ip
-        tags_ok = not self.fence.enabled or (
-            epoch is not None and (plan.seen_epoch, plan.seen_holder) == (epoch, self.fence.holder)
+        plan.fenced = not self.fence.enabled or (
+            epoch is not None and plan.seen == self.fence.claim(epoch)
         )
         if not plan.points_here:
             plan.step, plan.todo = "associate", [self.allocation_id]
-        elif not tags_ok:
+        elif not plan.fenced:
             plan.step, plan.todo = "tag", [self.allocation_id]
         else:
             plan.ok = True
@@ -410,6 +542,8 @@ class EipMode(Mode):
     async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
         assert self.allocation_id is not None
         if plan.step == "associate":
+            if not plan.fenced:
+                await self.fence_first([self.allocation_id], deadline, epoch, plan)
             # explicit AllowReassociation: the default differs between AWS and emulators,
             # and without it a dead master's association can never be taken over
             await self.api.call(
@@ -421,6 +555,5 @@ class EipMode(Mode):
                 PrivateIpAddress=self.target_private_ip,
                 AllowReassociation=True,
             )
-            await self.tag_if_fencing([self.allocation_id], deadline, epoch)
         elif plan.step == "tag":
-            await self.tag([self.allocation_id], deadline, epoch)
+            await self.tag([self.allocation_id], deadline, epoch, plan)

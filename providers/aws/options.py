@@ -51,8 +51,14 @@ class AwsOptions:
     retry_mode: str = "standard"
     max_attempts: int = 3
     connect_timeout: float = 2.0
-    read_timeout: float = 5.0
+    read_timeout: float = 4.0
     verify_timeout: float = 20.0
+    # a change by someone else must still show this much later before we undo it: EC2's
+    # reads lag its writes, and a newer master's move can show before its claim does
+    drift_confirm: float = 3.0
+    # an emulator (moto) keeps a reassigned address on both ENIs and matches the address
+    # filter on primaries only: list the subnet and remove the copies. Never on AWS.
+    emulator_compat: bool = False
     reassert_interval: float | None = 15.0
     tag_prefix: str = "vip-sidecar/"
     fencing: bool = True
@@ -176,6 +182,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "connect_timeout": _seconds(0.0, 60.0),
     "read_timeout": _seconds(0.0, 120.0),
     "verify_timeout": _seconds(0.0, 600.0),
+    "drift_confirm": _seconds(0.0, 300.0),
+    "emulator_compat": _bool,
     "reassert_interval": _interval,
     "tag_prefix": _tag_prefix,
     "fencing": _bool,
@@ -208,18 +216,34 @@ def parse_options(raw: Mapping[str, Any], provider_timeout: float) -> AwsOptions
         )
     opts = AwsOptions(**values)
     _check_mode(opts)
-    if opts.verify_timeout >= provider_timeout:
-        raise ProviderConfigError(
-            f"aws provider: verify_timeout ({opts.verify_timeout:g}s) must be below the "
-            f"provider timeout ({provider_timeout:g}s) so a failed move is reported by the "
-            "provider, not cut off by the pipeline"
-        )
-    if opts.connect_timeout + opts.read_timeout > opts.verify_timeout:
-        raise ProviderConfigError(
-            f"aws provider: connect_timeout + read_timeout ({opts.connect_timeout:g}s + "
-            f"{opts.read_timeout:g}s) must not exceed verify_timeout ({opts.verify_timeout:g}s)"
-        )
+    _check_timeouts(opts, provider_timeout)
     return opts
+
+
+def _check_timeouts(opts: AwsOptions, provider_timeout: float) -> None:
+    """The timeouts nest: one read (all botocore attempts) fits in verify_timeout, and a
+    check (drift_confirm, then a claim of at most verify_timeout) fits in the provider
+    timeout, so every call ends before the runtime gives up on the provider."""
+    read_s = (opts.connect_timeout + opts.read_timeout) * opts.max_attempts
+    if read_s > opts.verify_timeout:
+        raise ProviderConfigError(
+            f"aws provider: (connect_timeout + read_timeout) x max_attempts ({read_s:g}s) "
+            f"must not exceed verify_timeout ({opts.verify_timeout:g}s): one EC2 read with "
+            "all of botocore's attempts must fit in a claim"
+        )
+    check_s = opts.verify_timeout + opts.drift_confirm
+    if check_s >= provider_timeout:
+        raise ProviderConfigError(
+            f"aws provider: verify_timeout + drift_confirm ({opts.verify_timeout:g}s + "
+            f"{opts.drift_confirm:g}s) must be below the provider timeout "
+            f"({provider_timeout:g}s) so a failed move is reported by the provider, not cut "
+            "off by the pipeline"
+        )
+    if opts.reassert_interval is not None and opts.drift_confirm >= opts.reassert_interval:
+        raise ProviderConfigError(
+            f"aws provider: drift_confirm ({opts.drift_confirm:g}s) must be below "
+            f"reassert_interval ({opts.reassert_interval:g}s)"
+        )
 
 
 def _check_mode(opts: AwsOptions) -> None:

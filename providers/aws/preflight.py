@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from providers.aws.errors import AwsError, Cause, classify, error_code, iam_action
-from providers.aws.modes import Mode
+from providers.aws.modes import TAG_BUDGET, Mode
 from providers.base import Preflight
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ async def preflight(p: AwsProvider) -> Preflight:
             )
         )
     out.extend(await _probe_permissions(p, mode, deadline))
+    if p.opts.fencing:
+        out.extend(await _tag_budget(mode, deadline))
     try:
         plan = mode.plan(await mode.observe(deadline), None)
         out.append((True, f"current state: {plan.summary}"))
@@ -94,6 +96,22 @@ async def _probe_permissions(p: AwsProvider, mode: Mode, deadline: float) -> Pre
                 f"{'no DryRun in this API' if ' ' not in what else what}",
             )
         )
+    return out
+
+
+async def _tag_budget(mode: Mode, deadline: float) -> Preflight:
+    """EC2 allows 50 tags per resource; each VIP needs one on every resource it moves."""
+    out: list[tuple[bool, str]] = []
+    try:
+        sets = await mode.tag_sets(deadline)
+    except AwsError as exc:
+        return [(False, f"tag budget: cannot read the tags: {exc}")]
+    for resource, tags in sets.items():
+        needed = mode.fence.budget_needed(tags)
+        text = f"tag budget: {resource} carries {needed} of {TAG_BUDGET} tags with the fencing tag"
+        if needed > TAG_BUDGET:
+            text += " - remove unused tags, or the claim fails with TagLimitExceeded"
+        out.append((needed <= TAG_BUDGET, text))
     return out
 
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from providers.aws import preflight as aws_preflight
 from providers.aws.api import ClientSettings, Ec2Api, SharedClient, make_client, shared_client
-from providers.aws.errors import AwsFenceLost, AwsVerifyTimeout
+from providers.aws.errors import AwsFenceLost, AwsNotOwner, AwsVerifyTimeout
 from providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
 from providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
-from providers.aws.modes import EipMode, Fence, Mode, ModePlan, SecondaryIpMode
+from providers.aws.modes import EipMode, Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
 from providers.aws.options import AwsOptions, parse_options
 from providers.aws.retry import AsyncSleep, Backoff, Clock, converge
 from providers.aws.route import RouteMode
@@ -64,6 +64,8 @@ class AwsProvider(Provider):
         self.client: SharedClient | None = None
         self.epoch = 0  # the fencing epoch of our current claim
         self.drifts = 0
+        self.transient_drifts = 0  # drift that a second read no longer showed
+        self.ignored_checks = 0  # checks abandoned because the node stepped down
         self.warnings: list[str] = []
         self._ready_lock = asyncio.Lock()
 
@@ -87,10 +89,16 @@ class AwsProvider(Provider):
                 max_attempts=self.opts.max_attempts,
                 connect_timeout=self.opts.connect_timeout,
                 read_timeout=self.opts.read_timeout,
+                imds_endpoint=self.opts.imds_endpoint,
             )
             self.client = await asyncio.to_thread(shared_client, settings, self.client_factory)
             api = Ec2Api(
-                self.client.client, clock=self.clock, sleep=self.sleep, vip_name=self.vip.name
+                self.client.client,
+                clock=self.clock,
+                sleep=self.sleep,
+                vip_name=self.vip.name,
+                attempt_s=settings.attempt_s,
+                mutating_client=self.client.mutating,
             )
             if ident.eni_id == "":
                 await eni_by_mac(api, ident, deadline)
@@ -139,11 +147,18 @@ class AwsProvider(Provider):
         fence = Fence(
             self.opts.tag_prefix,
             self.vip.addr,
-            holder=f"?/{ident.eni_id}",
+            holder=bound_holder("?", ident.eni_id),
             enabled=self.opts.fencing,
         )
         if self.opts.mode == "secondary-ip":
-            return SecondaryIpMode(api, ident, self.vip.addr, fence, self._imds_view(ident))
+            return SecondaryIpMode(
+                api,
+                ident,
+                self.vip.addr,
+                fence,
+                self._imds_view(ident),
+                emulator_compat=self.opts.emulator_compat,
+            )
         if self.opts.mode == "eip":
             return EipMode(
                 api,
@@ -201,13 +216,40 @@ class AwsProvider(Provider):
         )
 
     async def check(self, ctx: VipContext) -> bool:
+        try:
+            return await self._check(ctx)
+        except AwsNotOwner:
+            # demoted while this check ran: its result no longer matters, and it issued
+            # no mutating call after the demotion (Ec2Api refuses them)
+            self.ignored_checks += 1
+            return False
+
+    async def _check(self, ctx: VipContext) -> bool:
         deadline = self.clock() + self.opts.verify_timeout
         mode = await self._ensure_ready(deadline)
         self._set_holder(mode, ctx)
+        plan = await self._read_as_master(mode, ctx, deadline)
+        if plan.ok:
+            return False
+        # a change must persist across two reads drift_confirm apart before we undo it:
+        # a newer master's move can be visible before its claim (EC2 reads lag writes,
+        # in no guaranteed order); by the second read the claim has usually caught up
+        first = plan.summary
+        await self.sleep(self.opts.drift_confirm)
+        deadline = self.clock() + self.opts.verify_timeout
         obs = await mode.observe(deadline)
+        self._guard(ctx)
         plan = mode.plan(obs, self.epoch)
         self._raise_if_fenced(plan)
         if plan.ok:
+            self.transient_drifts += 1
+            event(
+                logging.INFO,
+                f"aws: drift seen once ({first}) was gone {self.opts.drift_confirm:g}s later "
+                "(a lagging read); nothing to repair",
+                vip=self.vip.name,
+                event="aws_drift_transient",
+            )
             return False
         self.drifts += 1
         event(
@@ -222,15 +264,27 @@ class AwsProvider(Provider):
         await self._claim(mode, mode.plan(obs, self.epoch), deadline, ctx, "reassert", plan.owners)
         return True
 
+    async def _read_as_master(self, mode: Mode, ctx: VipContext, deadline: float) -> ModePlan:
+        plan = await mode.read(deadline, self.epoch)
+        self._guard(ctx)
+        self._raise_if_fenced(plan)
+        return plan
+
+    def _guard(self, ctx: VipContext) -> None:
+        if not ctx.is_master():
+            raise AwsNotOwner(f"{self.vip.addr}: no longer MASTER; check abandoned")
+
     def _set_holder(self, mode: Mode, ctx: VipContext) -> None:
-        assert self.ident is not None
-        mode.fence = replace(mode.fence, holder=f"{ctx.node_name}/{self.ident.eni_id}")
+        assert self.ident is not None and self.api is not None
+        mode.fence = replace(mode.fence, holder=bound_holder(ctx.node_name, self.ident.eni_id))
+        self.api.still_owner = ctx.is_master
 
     def _raise_if_fenced(self, plan: ModePlan) -> None:
         if plan.fence_lost:
             raise AwsFenceLost(
                 f"{plan.seen_holder} claimed {self.vip.addr} with fencing epoch "
-                f"{plan.seen_epoch} > ours ({self.epoch}): a newer master exists; stepping down"
+                f"{plan.seen_epoch} > ours ({self.epoch}), or the same epoch and a higher "
+                "holder: a newer master exists; stepping down"
             )
 
     async def _claim(
@@ -247,11 +301,15 @@ class AwsProvider(Provider):
 
         async def read() -> ModePlan:
             plan = pending.pop() if pending else await mode.read(deadline, epoch)
+            self._guard(ctx)
             self._raise_if_fenced(plan)
             return plan
 
         async def act(plan: ModePlan) -> None:
-            await mode.act(plan, deadline, epoch)
+            # no new move that could land after the deadline; the loop then reports what
+            # EC2 shows instead
+            if mode.api.can_mutate_by(deadline):
+                await mode.act(plan, deadline, epoch)
 
         result = await converge(
             read,
@@ -297,6 +355,8 @@ class AwsProvider(Provider):
             "mode": self.opts.mode,
             "epoch": self.epoch,
             "drifts": self.drifts,
+            "transient_drifts": self.transient_drifts,
+            "ignored_checks": self.ignored_checks,
             "eni_id": self.ident.eni_id if self.ident is not None else None,
         }
         if self.api is not None:

@@ -61,9 +61,11 @@ class RouteMode(Mode):
                 "allowed for a whole subnet)"
             )
         if self.ident.source_dest_check:
-            warnings.append(
-                f"source/destination check is on for {self.ident.eni_id}: EC2 drops packets "
-                f"routed to {self.vip} there; disable it on every candidate ENI "
+            # a route to an ENI that checks source/destination is a black hole: refuse to
+            # be ready (init is retried, so turning it off makes the node ready again)
+            raise AwsConfigError(
+                f"route: source/destination check is on for {self.ident.eni_id}: EC2 drops "
+                f"packets routed to {self.vip} there; disable it on every candidate ENI "
                 "(aws ec2 modify-network-interface-attribute --no-source-dest-check)"
             )
         return warnings
@@ -104,13 +106,14 @@ class RouteMode(Mode):
             # blackhole means the ENI is gone or detached: never "pointing here"
             if target != self.ident.eni_id or state == "blackhole":
                 wrong.append(table_id)
-            e, holder = self.fence.read(table.get("Tags"))
-            if e > plan.seen_epoch:
-                plan.seen_epoch, plan.seen_holder = e, holder
-            if self.fence.enabled and (epoch is None or (e, holder) != (epoch, self.fence.holder)):
+            claim = self.fence.read(table.get("Tags"))
+            plan.see(claim)
+            self._note_tags(plan, table_id, table.get("Tags"))
+            if self.fence.enabled and (epoch is None or claim != self.fence.claim(epoch)):
                 untagged.append(table_id)
             details.append(f"{table_id}:{target or 'none'}({state or '-'})")
         self._fence_verdict(plan, epoch)
+        plan.fenced = not untagged
         plan.points_here = not wrong
         if wrong:
             plan.step, plan.todo = "route:" + ",".join(wrong), wrong
@@ -123,12 +126,17 @@ class RouteMode(Mode):
 
     async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
         if plan.step and plan.step.startswith("route:"):
+            if not plan.fenced:
+                await self.fence_first(list(self.tables), deadline, epoch, plan)
             # one call per table; not atomic across tables, hence the read-back of all
             for table_id in plan.todo:
                 await self._point(table_id, deadline, present=table_id in plan.present)
-            await self.tag_if_fencing(list(self.tables), deadline, epoch)
         elif plan.step and plan.step.startswith("tag:"):
-            await self.tag(plan.todo, deadline, epoch)
+            await self.tag(plan.todo, deadline, epoch, plan)
+
+    async def tag_sets(self, deadline: float) -> dict[str, list[dict[str, str]]]:
+        tables = await self.observe(deadline)
+        return {t: tables[t].get("Tags", []) for t in self.tables if t in tables}
 
     async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
         probes = Probes(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -49,7 +51,7 @@ class Eni:
     instance_id: str
     secondaries: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
-    source_dest_check: bool = True
+    source_dest_check: bool = False  # route-mode tests turn it on where they need it
 
 
 @dataclass
@@ -71,6 +73,43 @@ class Table:
 
 
 @dataclass
+class Pending:
+    """A write not yet visible to describes: `aspect` of `resource` reads as `old`."""
+
+    resource: str
+    aspect: str  # secondaries | tags | assoc | routes
+    old: Any
+    visible_at: float
+
+
+@dataclass
+class LagModel:
+    """Seeded read-after-write lag: each write (a move, a tag) becomes visible to
+    describes at its own random time within max_s, so two writes show in either order."""
+
+    clock: Callable[[], float]
+    max_s: float
+    seed: int = 0
+    rng: random.Random = field(init=False)
+    pending: list[Pending] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def record(self, resource: str, aspect: str, old: Any, delay: float | None = None) -> None:
+        lag = self.rng.uniform(0, self.max_s) if delay is None else delay
+        self.pending.append(Pending(resource, aspect, copy.deepcopy(old), self.clock() + lag))
+
+    def old(self, resource: str, aspect: str) -> tuple[bool, Any]:
+        """(True, state before the earliest write still invisible) or (False, None)."""
+        now = self.clock()
+        for w in self.pending:
+            if w.resource == resource and w.aspect == aspect and w.visible_at > now:
+                return True, w.old
+        return False, None
+
+
+@dataclass
 class State:
     enis: dict[str, Eni] = field(default_factory=dict)
     addresses: dict[str, Address] = field(default_factory=dict)
@@ -81,9 +120,13 @@ class FakeEc2:
     """semantics="aws": AllowReassignment moves the IP; "moto": it duplicates it;
     "stuck": assignments are accepted but never show (a broken data plane)."""
 
-    def __init__(self, semantics: str = "aws", lag_reads: int = 0) -> None:
+    def __init__(
+        self, semantics: str = "aws", lag_reads: int = 0, lag: LagModel | None = None
+    ) -> None:
         self.semantics = semantics
         self.lag_reads = lag_reads
+        self.lag = lag
+        self.tag_limit = 50
         self.state = State()
         self._stale: State | None = None
         self._stale_left = 0
@@ -131,11 +174,34 @@ class FakeEc2:
             self._stale = copy.deepcopy(self.state)
             self._stale_left = self.lag_reads
 
+    def _touch(self, obj: Any, resource: str, aspect: str) -> None:
+        """Called before a write changes `aspect` of `obj` (for the lag model)."""
+        if self.lag is None:
+            return
+        old = (obj.eni_id, obj.private_ip) if aspect == "assoc" else getattr(obj, aspect)
+        self.lag.record(resource, aspect, old)
+
     def _view(self) -> State:
         if self._stale is not None and self._stale_left > 0:
             self._stale_left -= 1
             return self._stale
-        return self.state
+        if self.lag is None:
+            return self.state
+        view = copy.deepcopy(self.state)
+        objs: list[tuple[str, Any, tuple[str, ...]]] = (
+            [(k, v, ("secondaries", "tags")) for k, v in view.enis.items()]
+            + [(k, v, ("assoc", "tags")) for k, v in view.addresses.items()]
+            + [(k, v, ("routes", "tags")) for k, v in view.tables.items()])
+        for res, obj, aspects in objs:
+            for aspect in aspects:
+                stale, old = self.lag.old(res, aspect)
+                if not stale:
+                    continue
+                if aspect == "assoc":
+                    obj.eni_id, obj.private_ip = old
+                else:
+                    setattr(obj, aspect, copy.deepcopy(old))
+        return view
 
     @staticmethod
     def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
@@ -156,8 +222,16 @@ class FakeEc2:
                 raise client_error("InvalidNetworkInterfaceID.NotFound")
             enis = [view.enis[e] for e in wanted]
         for flt in params.get("Filters", []):
+            values = set(flt["Values"])
+            if flt["Name"] == "addresses.private-ip-address":
+                # EC2 matches primary and secondary addresses (aws.md "Eventual consistency")
+                enis = [e for e in enis if values & {e.primary, *e.secondaries}]
+                continue
+            if flt["Name"] == "tag-key":
+                enis = [e for e in enis if values & set(e.tags)]
+                continue
             key = {"subnet-id": "subnet_id", "mac-address": "mac"}[flt["Name"]]
-            enis = [e for e in enis if getattr(e, key) in flt["Values"]]
+            enis = [e for e in enis if getattr(e, key) in values]
         out = []
         for e in enis:
             ips = [{"PrivateIpAddress": e.primary, "Primary": True}] + [
@@ -182,8 +256,11 @@ class FakeEc2:
                 raise client_error("InvalidParameterValue")
             if self.semantics == "aws":
                 for other in holders:
-                    other.secondaries.remove(ip)
+                    if other is not target:
+                        self._touch(other, other.eni_id, "secondaries")
+                        other.secondaries.remove(ip)
             if ip not in target.secondaries:
+                self._touch(target, target.eni_id, "secondaries")
                 target.secondaries.append(ip)
         return self._meta()
 
@@ -195,6 +272,7 @@ class FakeEc2:
                 # AWS rejects unassigning an address the ENI does not have
                 raise client_error("InvalidParameterValue")
         self._mutate()
+        self._touch(eni, eni.eni_id, "secondaries")
         for ip in params["PrivateIpAddresses"]:
             eni.secondaries.remove(ip)
         return self._meta()
@@ -207,8 +285,26 @@ class FakeEc2:
                         or self.state.tables.get(res))
             if obj is None:
                 raise client_error("InvalidID")
+            if len(set(obj.tags) | {t["Key"] for t in params["Tags"]}) > self.tag_limit:
+                raise client_error("TagLimitExceeded")
+            if any(len(t["Value"]) > 256 for t in params["Tags"]):
+                raise client_error("InvalidParameterValue")
+            self._touch(obj, res, "tags")
             for tag in params["Tags"]:
                 obj.tags[tag["Key"]] = tag["Value"]
+        return self._meta()
+
+    def delete_tags(self, **params: Any) -> dict[str, Any]:
+        self._enter("DeleteTags", params)
+        self._mutate()
+        for res in params["Resources"]:
+            obj: Any = (self.state.enis.get(res) or self.state.addresses.get(res)
+                        or self.state.tables.get(res))
+            if obj is None:
+                raise client_error("InvalidID")
+            self._touch(obj, res, "tags")
+            for tag in params["Tags"]:
+                obj.tags.pop(tag["Key"], None)
         return self._meta()
 
     # -- EIPs ----------------------------------------------------------------------------
@@ -237,6 +333,7 @@ class FakeEc2:
                 "AllowReassociation"):
             raise client_error("Resource.AlreadyAssociated")
         self._mutate()
+        self._touch(addr, addr.allocation_id, "assoc")
         addr.eni_id = params["NetworkInterfaceId"]
         addr.private_ip = params.get("PrivateIpAddress") or self.state.enis[addr.eni_id].primary
         return {"AssociationId": "eipassoc-1", **self._meta()}
@@ -271,6 +368,7 @@ class FakeEc2:
         if not must_exist and cidr in table.routes:
             raise client_error("RouteAlreadyExists")
         self._mutate()
+        self._touch(table, table.table_id, "routes")
         table.routes[cidr] = params["NetworkInterfaceId"]
         return self._meta()
 

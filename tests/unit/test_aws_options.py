@@ -15,7 +15,8 @@ def opts(timeout: float = 30.0, **raw):
 def test_minimal_options_per_mode_and_defaults():
     o = opts(mode="secondary-ip")
     assert o.retry_mode == "standard" and o.max_attempts == 3
-    assert (o.connect_timeout, o.read_timeout, o.verify_timeout) == (2.0, 5.0, 20.0)
+    assert (o.connect_timeout, o.read_timeout, o.verify_timeout) == (2.0, 4.0, 20.0)
+    assert o.drift_confirm == 3.0 and o.emulator_compat is False
     assert o.reassert_interval == 15.0 and o.tag_prefix == "vip-sidecar/" and o.needs_imds
     assert opts(mode="eip", allocation_id="eipalloc-0123456789abcdef0").allocation_id
     o = opts(mode="route", route_table_ids="rtb-0123456789abcdef0, rtb-0123456789abcdef1")
@@ -27,12 +28,14 @@ def test_every_override_is_parsed():
     o = opts(mode="EIP", region="eu-west-1", instance_id="i-0123456789abcdef0",
              eni_id="eni-0123456789abcdef0", mac="0A-1B-2C-3D-4E-5F", private_ip="10.0.0.5",
              public_ip="198.51.100.7", endpoint_url="http://10.0.0.254:5000/",
-             imds_endpoint="http://[fd00:ec2::254]", retry_mode="adaptive", max_attempts="5",
+             imds_endpoint="http://[fd00:ec2::254]", retry_mode="adaptive", max_attempts="2",
              connect_timeout=1, read_timeout="4", verify_timeout=10, reassert_interval="off",
-             tag_prefix="corp:vip/", fencing="no", verify_imds=False)
+             tag_prefix="corp:vip/", fencing="no", verify_imds=False, drift_confirm=2,
+             emulator_compat="yes")
     assert o.mode == "eip" and o.mac == "0a:1b:2c:3d:4e:5f" and not o.needs_imds
     assert o.endpoint_url == "http://10.0.0.254:5000" and o.reassert_interval is None
-    assert o.max_attempts == 5 and o.fencing is False and o.verify_imds is False
+    assert o.max_attempts == 2 and o.fencing is False and o.verify_imds is False
+    assert o.drift_confirm == 2 and o.emulator_compat is True
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ def _fresh_clients():
 def make(ec2: FakeEc2, eni_id: str, mode: str = "secondary-ip", vip: str = VIP,
          srcip: str = "10.0.0.1", **opts) -> tuple[AwsProvider, FakeClock]:
     options = {"name": "aws", "mode": mode, "region": "eu-west-1", "eni_id": eni_id,
-               "endpoint_url": f"http://fake-{id(ec2)}", **opts}
+               "endpoint_url": f"http://fake-{id(ec2)}", "connect_timeout": 1,
+               "read_timeout": 1, **opts}
     cfg = build_config({"interface": "eth0", "srcip": srcip, "vhid": 1, "pass": "pw",
                         "addr": vip, "providers": [options]})
     p = AwsProvider(cfg.vips[0].providers[0], cfg.vips[0], cfg)
@@ -71,15 +72,15 @@ async def test_secondary_ip_takeover_on_aws_moves_without_unassigning():
     assert ec2.holders(VIP) == [a.eni_id]
     assert ec2.count("AssignPrivateIpAddresses") == 1
     assert ec2.count("UnassignPrivateIpAddresses") == 0  # AWS moved it: nothing to clean
-    assert a.tags == {f"vip-sidecar/{VIP}/epoch": "1", f"vip-sidecar/{VIP}/holder":
-                      f"n1/{a.eni_id}"}
+    # one tag per VIP: <epoch>:<holder>
+    assert a.tags == {f"vip-sidecar/{VIP}": f"1:n1/{a.eni_id}"}
 
 
 async def test_secondary_ip_takeover_with_duplicating_semantics_removes_the_copy():
     ec2, a, b = await two_nodes("moto")
     b.secondaries.append(VIP)
-    b.tags[f"vip-sidecar/{VIP}/epoch"] = "4"
-    p, _ = make(ec2, a.eni_id)
+    b.tags[f"vip-sidecar/{VIP}/epoch"] = "4"  # a claim in the older two-tag format
+    p, _ = make(ec2, a.eni_id, emulator_compat=True)
     await p.init()
     await p.up(ctx(p))
     assert ec2.holders(VIP) == [a.eni_id]
@@ -118,7 +119,7 @@ async def test_unassign_of_an_already_moved_copy_is_tolerated():
     ec2, a, b = await two_nodes("moto")
     b.secondaries.append(VIP)
     ec2.fail("UnassignPrivateIpAddresses", client_error("InvalidParameterValue"))
-    p, _ = make(ec2, a.eni_id)
+    p, _ = make(ec2, a.eni_id, emulator_compat=True)
     await p.init()
     # the first unassign says "not there"; the next read still shows the copy (moto), so
     # it is removed by a later attempt, and the result is still exactly one holder
@@ -285,7 +286,7 @@ async def test_eip_reassociates_to_own_eni_and_private_ip():
     assoc = [params for op, params in ec2.calls if op == "AssociateAddress"]
     assert assoc == [{"AllocationId": addr.allocation_id, "NetworkInterfaceId": a.eni_id,
                       "PrivateIpAddress": a.primary, "AllowReassociation": True}]
-    assert addr.tags[f"vip-sidecar/{VIP}/epoch"] == "1"
+    assert addr.tags == {f"vip-sidecar/{VIP}": f"1:n1/{a.eni_id}"}
 
 
 async def test_eip_found_by_public_ip_and_no_remap_when_already_here():
@@ -338,16 +339,20 @@ async def test_route_vip_inside_the_vpc_is_rejected_at_init():
         await p.init()
 
 
-async def test_route_warns_about_source_dest_check():
+async def test_route_with_source_dest_check_on_is_not_ready_until_it_is_off():
     ec2, a, _ = await two_nodes()
     t1 = ec2.add_table(1)
+    a.source_dest_check = True
     p, _ = make(ec2, a.eni_id, mode="route", vip=ROUTE_VIP, route_table_ids=[t1.table_id])
-    await p.init()
-    assert any("source/destination check is on" in w for w in p.warnings)
-    a.source_dest_check = False
-    q, _ = make(ec2, a.eni_id, mode="route", vip=ROUTE_VIP, route_table_ids=[t1.table_id])
-    await q.init()
-    assert not any("source/destination" in w for w in q.warnings)
+    # init fails (/readyz not ready), and so does a promotion: EC2 would drop the traffic
+    with pytest.raises(AwsConfigError, match="source/destination check is on"):
+        await p.init()
+    with pytest.raises(AwsConfigError, match="source/destination check is on"):
+        await p.up(ctx(p))
+    assert ec2.count("CreateRoute") == 0
+    a.source_dest_check = False  # the operator turns it off: the retried init succeeds
+    await p.up(ctx(p))
+    assert t1.routes == {f"{ROUTE_VIP}/32": a.eni_id}
 
 
 async def test_one_client_per_process():
