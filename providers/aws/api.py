@@ -68,6 +68,9 @@ class SharedClient:
         return self.once if self.once is not None else self.client
 
 
+# how long the last read of a claim (the one polled at its deadline) may still take
+READ_GRACE_S = 1.0
+
 _CLIENTS: dict[ClientSettings, SharedClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -255,8 +258,9 @@ class Ec2Api:
             # bounded by construction (one attempt that fits); wait for its answer
             result: dict[str, Any] = await call
             return result
-        # a read that outlives the deadline is abandoned (it changes nothing)
-        left = max(deadline - self.clock(), 0.001)
+        # a read that outlives the deadline is abandoned (it changes nothing); the poll
+        # that lands on the deadline still gets READ_GRACE_S to answer
+        left = max(deadline - self.clock(), READ_GRACE_S)
         try:
             result = await asyncio.wait_for(call, timeout=left)
         except TimeoutError:

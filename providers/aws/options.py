@@ -231,11 +231,12 @@ def _check_timeouts(opts: AwsOptions, provider_timeout: float) -> None:
             f"must not exceed verify_timeout ({opts.verify_timeout:g}s): one EC2 read with "
             "all of botocore's attempts must fit in a claim"
         )
-    check_s = opts.verify_timeout + opts.drift_confirm
+    # + 1 s: the last read of a claim, polled at its deadline, may take that long
+    check_s = opts.verify_timeout + opts.drift_confirm + 1.0
     if check_s >= provider_timeout:
         raise ProviderConfigError(
-            f"aws provider: verify_timeout + drift_confirm ({opts.verify_timeout:g}s + "
-            f"{opts.drift_confirm:g}s) must be below the provider timeout "
+            f"aws provider: verify_timeout + drift_confirm + 1s ({opts.verify_timeout:g}s + "
+            f"{opts.drift_confirm:g}s + 1s) must be below the provider timeout "
             f"({provider_timeout:g}s) so a failed move is reported by the provider, not cut "
             "off by the pipeline"
         )

@@ -52,12 +52,16 @@ class AwsBed:
             "endpoint_url": self.moto.url,
             "imds_endpoint": self.imds.url,
             "reassert_interval": 2,
+            "drift_confirm": 1.5,
             "timeout": 15,
             "verify_timeout": 10,
+            # one attempt per call: (1 + 5) x 1 fits verify_timeout; our loop retries
             "connect_timeout": 1,
-            "read_timeout": 6,
-            "max_attempts": 3,
+            "read_timeout": 5,
+            "max_attempts": 1,
         }
+        if mode == "secondary-ip" and not self.moto.injector.aws_semantics:
+            opts["emulator_compat"] = True  # raw moto keeps both listings
         if mode == "route":
             opts["route_table_ids"] = self.world.route_tables
         if mode == "eip":
@@ -126,10 +130,11 @@ class AwsBed:
         vip = self.vip(mode)
         best: tuple[int, str | None] = (0, None)
         for res in self.fence_resource(mode, i):
-            tags = self.world.tags(res)
-            e = int(tags.get(f"vip-sidecar/{vip}/epoch", "0"))
-            if e > best[0]:
-                best = (e, tags.get(f"vip-sidecar/{vip}/holder"))
+            value = self.world.tags(res).get(f"vip-sidecar/{vip}")
+            if value is None:
+                continue
+            epoch, _, holder = value.partition(":")
+            best = max(best, (int(epoch), holder), key=lambda c: (c[0], c[1] or ""))
         return best
 
 

@@ -4,12 +4,23 @@ Faults are answered on the wire exactly like EC2 would (XML error bodies, real H
 status codes), so botocore's parser and retry handler see them as they would see AWS:
 nothing inside boto3 is patched. Each fault can be limited to one action, one client
 address (one sidecar node) and a number of occurrences.
+
+Two opt-in layers make moto behave like real EC2 where the aws provider depends on it
+(issue 17, docs/aws.md "What the lag model stands for"):
+- aws_semantics: AssignPrivateIpAddresses with AllowReassignment *moves* the address
+  (moto keeps it on both ENIs), and the `addresses.private-ip-address` / `tag-key`
+  filters of DescribeNetworkInterfaces are evaluated here, on secondaries too.
+- lag (WireLag): read-after-write lag. Each write (a move, a tag) records the state of
+  what it touches; describes keep answering that old state for a seeded random window,
+  each write independently, so a move and its tag become visible in either order.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
+import random
 import threading
 import time
 import urllib.parse
@@ -18,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -60,12 +72,90 @@ class Request:
     params: dict[str, str]
 
 
+NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+ET.register_namespace("", NS)
+# per describe: (item set, id element, {aspect: element names that make it up})
+ITEMS = {
+    "DescribeNetworkInterfaces": ("networkInterfaceSet", "networkInterfaceId",
+                                  {"addresses": ("privateIpAddressesSet",),
+                                   "tags": ("tagSet",)}),
+    "DescribeAddresses": ("addressesSet", "allocationId",
+                          {"assoc": ("instanceId", "associationId", "networkInterfaceId",
+                                     "networkInterfaceOwnerId", "privateIpAddress"),
+                           "tags": ("tagSet",)}),
+    "DescribeRouteTables": ("routeTableSet", "routeTableId",
+                            {"routes": ("routeSet",), "tags": ("tagSet",)}),
+}
+DESCRIBE_OF = {"eni": "DescribeNetworkInterfaces", "eipalloc": "DescribeAddresses",
+               "rtb": "DescribeRouteTables"}
+ID_PARAM = {"DescribeNetworkInterfaces": "NetworkInterfaceId",
+            "DescribeAddresses": "AllocationId", "DescribeRouteTables": "RouteTableId"}
+WIRE_FILTERS = ("addresses.private-ip-address", "tag-key")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child(node: ET.Element, name: str) -> ET.Element | None:
+    return next((c for c in node if _local(c.tag) == name), None)
+
+
+def _items(root: ET.Element, describe: str) -> list[ET.Element]:
+    set_name = ITEMS[describe][0]
+    found = next((n for n in root.iter() if _local(n.tag) == set_name), None)
+    return [] if found is None else [c for c in found if _local(c.tag) == "item"]
+
+
+def _item_id(item: ET.Element, describe: str) -> str:
+    node = _child(item, ITEMS[describe][1])
+    return (node.text or "") if node is not None else ""
+
+
+@dataclass
+class Hidden:
+    resource: str
+    aspect: str
+    old: list[ET.Element]  # the aspect's elements before the write
+    visible_at: float
+    action: str
+
+
+@dataclass
+class WireLag:
+    """Seeded read-after-write lag for describes answered to the clients in `clients`
+    (None: every client except the test's own, `exempt`)."""
+
+    max_s: float
+    seed: int
+    exempt: frozenset[str] = frozenset()
+    clients: frozenset[str] | None = None
+    rng: random.Random = field(init=False)
+    hidden: list[Hidden] = field(default_factory=list)
+    stale_answers: int = 0  # describes that showed at least one old aspect
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def applies(self, client: str) -> bool:
+        if client in self.exempt:
+            return False
+        return self.clients is None or client in self.clients
+
+    def settled_at(self) -> float:
+        return max((h.visible_at for h in self.hidden), default=0.0)
+
+
 @dataclass
 class FaultInjector:
     app: Any
     faults: list[Fault] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    aws_semantics: bool = False
+    lag: WireLag | None = None
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _snap: dict[str, ET.Element] = field(default_factory=dict)  # under write_lock
 
     def add(self, action: str, kind: str, count: int | None = 1, client: str | None = None,
             delay_s: float = 0.0) -> Fault:
@@ -86,6 +176,177 @@ class FaultInjector:
             return [r for r in self.requests if r.action == action
                     and (client is None or r.client == client)
                     and (dry_run is None or r.dry_run == dry_run)]
+
+    # -- EC2 semantics and read-after-write lag -------------------------------------------
+    def _app(self, environ: dict[str, Any], pairs: list[tuple[str, str]]
+             ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Call moto with these form parameters (the caller's headers)."""
+        body = urllib.parse.urlencode(pairs).encode()
+        env = dict(environ)
+        env["wsgi.input"] = io.BytesIO(body)
+        env["CONTENT_LENGTH"] = str(len(body))
+        env["CONTENT_TYPE"] = "application/x-www-form-urlencoded; charset=utf-8"
+        out: dict[str, Any] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            out["status"], out["headers"] = status, headers
+
+        chunks = self.app(env, start)
+        data = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        return out["status"], out["headers"], data
+
+    def _describe(self, environ: dict[str, Any], describe: str, ids: list[str]
+                  ) -> dict[str, ET.Element]:
+        pairs = [("Action", describe), ("Version", "2016-11-15")]
+        pairs += [(f"{ID_PARAM[describe]}.{i}", r) for i, r in enumerate(ids, 1)]
+        status, _, data = self._app(environ, pairs)
+        if not status.startswith("200"):
+            return {}
+        root = ET.fromstring(data)
+        return {_item_id(item, describe): item for item in _items(root, describe)}
+
+    def _holders(self, environ: dict[str, Any], ip: str) -> list[str]:
+        _, _, data = self._app(environ, [("Action", "DescribeNetworkInterfaces"),
+                                         ("Version", "2016-11-15")])
+        out = []
+        for item in _items(ET.fromstring(data), "DescribeNetworkInterfaces"):
+            addrs = _child(item, "privateIpAddressesSet")
+            ips = {(_child(a, "privateIpAddress").text or "")  # type: ignore[union-attr]
+                   for a in (addrs if addrs is not None else [])}
+            if ip in ips:
+                out.append(_item_id(item, "DescribeNetworkInterfaces"))
+        return out
+
+    def _touched(self, action: str, params: dict[str, str], environ: dict[str, Any]
+                 ) -> list[tuple[str, str]]:
+        """(resource, aspect) a write changes, incl. the ENIs a reassignment takes from."""
+        if action in ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"):
+            eni = params.get("NetworkInterfaceId", "")
+            out = [(eni, "addresses")]
+            if action == "AssignPrivateIpAddresses":
+                ip = params.get("PrivateIpAddress.1", "")
+                out += [(o, "addresses") for o in self._holders(environ, ip) if o != eni]
+            return out
+        if action in ("CreateTags", "DeleteTags"):
+            return [(v, "tags") for k, v in params.items() if k.startswith("ResourceId.")]
+        if action == "AssociateAddress":
+            return [(params.get("AllocationId", ""), "assoc")]
+        if action in ("CreateRoute", "ReplaceRoute", "DeleteRoute"):
+            return [(params.get("RouteTableId", ""), "routes")]
+        return []
+
+    def _before_write(self, action: str, params: dict[str, str], environ: dict[str, Any]
+                      ) -> None:
+        touched = self._touched(action, params, environ)
+        if self.aws_semantics and action == "AssignPrivateIpAddresses" and params.get(
+                "AllowReassignment") == "true":
+            # EC2 moves the address; moto would list it on both ENIs
+            ip = params.get("PrivateIpAddress.1", "")
+            for other, _ in touched[1:]:
+                self._app(environ, [("Action", "UnassignPrivateIpAddresses"),
+                                    ("Version", "2016-11-15"), ("NetworkInterfaceId", other),
+                                    ("PrivateIpAddress.1", ip)])
+        lag = self.lag
+        if lag is None or not touched:
+            return
+        # the state before the write (snapshotted before the reassignment's unassigns too):
+        # describes show it until this write becomes visible
+        now = time.monotonic()
+        shows = now + lag.rng.uniform(0, lag.max_s)
+        for n, (resource, aspect) in enumerate(touched):
+            describe = DESCRIBE_OF.get(resource.split("-", 1)[0])
+            item = self._snap.get(resource)
+            if describe is None or item is None:
+                continue
+            names = ITEMS[describe][2][aspect]
+            old = [copy.deepcopy(c) for c in item if _local(c.tag) in names]
+            # the ENIs a reassignment takes the address from show it no earlier than the
+            # target does: a stale read may list it twice (EC2 does), never nowhere
+            at = shows if n == 0 else shows + lag.rng.uniform(0, lag.max_s)
+            with self.lock:
+                lag.hidden.append(Hidden(resource, aspect, old, at, action))
+
+    def _snapshot(self, action: str, params: dict[str, str], environ: dict[str, Any]
+                  ) -> None:
+        """Read what the write will touch, before anything changes it."""
+        self._snap.clear()
+        if self.lag is None:
+            return
+        for resource, _ in self._touched(action, params, environ):
+            describe = DESCRIBE_OF.get(resource.split("-", 1)[0])
+            if describe is not None and resource not in self._snap:
+                found = self._describe(environ, describe, [resource]).get(resource)
+                if found is not None:
+                    self._snap[resource] = found
+
+    def _rewrite_describe(self, action: str, pairs: list[tuple[str, str]]
+                          ) -> tuple[list[tuple[str, str]], list[tuple[str, list[str]]]]:
+        """Take out the filters evaluated here; renumber the rest (moto wants 1..n)."""
+        filters: dict[str, tuple[str, list[str]]] = {}
+        rest: list[tuple[str, str]] = []
+        for k, v in pairs:
+            if k.startswith("Filter."):
+                _, n, *tail = k.split(".")
+                name, values = filters.get(n, ("", []))
+                if tail == ["Name"]:
+                    name = v
+                else:
+                    values = [*values, v]
+                filters[n] = (name, values)
+            else:
+                rest.append((k, v))
+        ours = [f for f in filters.values() if f[0] in WIRE_FILTERS]
+        keep = [f for f in filters.values() if f[0] not in WIRE_FILTERS]
+        for i, (name, values) in enumerate(keep, 1):
+            rest.append((f"Filter.{i}.Name", name))
+            rest += [(f"Filter.{i}.Value.{j}", v) for j, v in enumerate(values, 1)]
+        return rest, ours
+
+    def _shape(self, action: str, client: str, data: bytes,
+               filters: list[tuple[str, list[str]]]) -> bytes:
+        root = ET.fromstring(data)
+        parent = next((n for n in root.iter() if _local(n.tag) == ITEMS[action][0]), None)
+        if parent is None:
+            return data
+        now = time.monotonic()
+        lag = self.lag if self.lag is not None and self.lag.applies(client) else None
+        stale = False
+        for item in list(parent):
+            rid = _item_id(item, action)
+            if lag is not None:
+                with self.lock:
+                    hidden = list(lag.hidden)
+                for aspect, names in ITEMS[action][2].items():
+                    # the state before the earliest write of this aspect still hidden
+                    first = next((h for h in hidden if h.resource == rid
+                                  and h.aspect == aspect and h.visible_at > now), None)
+                    if first is None:
+                        continue
+                    stale = True
+                    for c in [c for c in item if _local(c.tag) in names]:
+                        item.remove(c)
+                    for c in first.old:
+                        item.append(copy.deepcopy(c))
+            if not all(self._matches(item, name, values) for name, values in filters):
+                parent.remove(item)
+        if stale and lag is not None:
+            with self.lock:
+                lag.stale_answers += 1
+        return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+    @staticmethod
+    def _matches(item: ET.Element, name: str, values: list[str]) -> bool:
+        if name == "addresses.private-ip-address":
+            addrs = _child(item, "privateIpAddressesSet")
+            ips = {(_child(a, "privateIpAddress").text or "")  # type: ignore[union-attr]
+                   for a in (addrs if addrs is not None else [])}
+            return bool(ips & set(values))
+        tags = _child(item, "tagSet")
+        keys = {(_child(t, "key").text or "")  # type: ignore[union-attr]
+                for t in (tags if tags is not None else [])}
+        return bool(keys & set(values))
 
     def _match(self, action: str, client: str) -> Fault | None:
         with self.lock:
@@ -115,6 +376,9 @@ class FaultInjector:
                                          params.get("DryRun") == "true", params))
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.delay_s)
+        if fault is None or fault.kind == "delay":
+            if self.aws_semantics or self.lag is not None:
+                return self._ec2(action, client, params, body, environ, start_response)
         elif fault is not None:
             status, code, message = ERROR_STATUS[fault.kind]
             xml = (
@@ -126,6 +390,29 @@ class FaultInjector:
                                     ("Content-Length", str(len(xml)))])
             return [xml]
         return self.app(environ, start_response)  # type: ignore[no-any-return]
+
+    def _ec2(self, action: str, client: str, params: dict[str, str], body: bytes,
+             environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        pairs = urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
+        dry = params.get("DryRun") == "true"
+        if action in ITEMS and not dry:
+            pairs, ours = self._rewrite_describe(action, pairs)
+            status, headers, data = self._app(environ, pairs)
+            if status.startswith("200"):
+                data = self._shape(action, client, data, ours)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            start_response(status, [*headers, ("Content-Length", str(len(data)))])
+            return [data]
+        if not dry and action and not action.startswith("Describe"):
+            # one write at a time: its snapshot, the reassignment and the write itself
+            with self.write_lock:
+                self._snapshot(action, params, environ)
+                self._before_write(action, params, environ)
+                status, headers, data = self._app(environ, pairs)
+        else:
+            status, headers, data = self._app(environ, pairs)
+        start_response(status, headers)
+        return [data]
 
 
 class FaultyMoto:

@@ -86,6 +86,9 @@ def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str,
         inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=subnet_id,
                                  InstanceType="t3.micro", PrivateIpAddress=ip)["Instances"][0]
         eni = inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        # route mode refuses an ENI that checks source/destination (EC2 drops the traffic)
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni,
+                                               SourceDestCheck={"Value": False})
         world.nodes.append(Node(inst["InstanceId"], eni, ip, mac))
     for _ in range(route_tables):
         world.route_tables.append(ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"])

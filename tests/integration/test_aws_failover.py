@@ -111,8 +111,7 @@ def test_master_repairs_drift_and_yields_to_a_newer_fencing_epoch(bed, mode):
     # a newer claim (higher epoch by another holder) fences a off: it steps down
     for res in bed.fence_resource(mode, 0):
         ec2.create_tags(Resources=[res], Tags=[
-            {"Key": f"vip-sidecar/{bed.vip(mode)}/epoch", "Value": "10"},
-            {"Key": f"vip-sidecar/{bed.vip(mode)}/holder", "Value": "intruder"}])
+            {"Key": f"vip-sidecar/{bed.vip(mode)}", "Value": "10:intruder"}])
     t1 = time.time()
     wait_for(lambda: b.became("MASTER", after=t1), 10, what="b MASTER after a is fenced")
     wait_owner(bed, mode, bed.eni(1), 10)

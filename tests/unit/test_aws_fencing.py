@@ -194,11 +194,13 @@ async def test_mutating_calls_use_the_client_without_botocore_retries():
     assert clock() <= 1000 + 6 - 2.0 + 2.0
 
 
-async def test_a_read_is_abandoned_at_the_deadline():
+async def test_a_read_is_abandoned_at_the_deadline(monkeypatch):
+    monkeypatch.setattr("providers.aws.api.READ_GRACE_S", 0.01)
+
     class Slow:
         def describe_addresses(self, **params):
             import time
-            time.sleep(0.5)
+            time.sleep(0.3)
             return {}
 
     api = Ec2Api(Slow())
@@ -210,7 +212,7 @@ async def test_a_read_is_abandoned_at_the_deadline():
 def test_timeouts_are_validated_against_each_other():
     with pytest.raises(ProviderConfigError, match=r"x max_attempts \(21s\)"):
         parse_options({"mode": "eip", "read_timeout": 5}, 30.0)
-    with pytest.raises(ProviderConfigError, match="verify_timeout \\+ drift_confirm"):
+    with pytest.raises(ProviderConfigError, match="verify_timeout \\+ drift_confirm \\+ 1s"):
         parse_options({"mode": "eip", "verify_timeout": 20, "drift_confirm": 10}, 30.0)
     with pytest.raises(ProviderConfigError, match="must be below reassert_interval"):
         parse_options({"mode": "eip", "drift_confirm": 5, "reassert_interval": 4}, 30.0)
