@@ -59,7 +59,7 @@ def test_check_route_never_moves_the_route_although_moto_ignores_dry_run(bed):
     print("\n" + res.stdout)
     assert res.returncode == 0, res.stdout + res.stderr
     assert any("CreateRoute" in line and "not probed" in line for line in lines(res.stdout))
-    assert any("source/destination check is on" in line for line in lines(res.stdout))
+    assert any("tag budget: rtb-" in line for line in lines(res.stdout))
     assert bed.world.route_targets(vip) == {rtb: None}
     # the route points at node 1: node 0's probe replaces it with its current target only
     bed.world.ec2.create_route(RouteTableId=rtb, DestinationCidrBlock=f"{vip}/32",
@@ -80,3 +80,12 @@ def test_check_secondary_ip_says_what_it_cannot_probe(bed):
     assert ("ok   aws: permission ec2:AssignPrivateIpAddresses not probed: no DryRun in this API"
             in out)
     assert "ok   aws: permission ec2:DescribeNetworkInterfaces: allowed (DryRun)" in out
+
+
+def test_check_route_fails_while_source_dest_check_is_on(bed):
+    bed.world.ec2.modify_network_interface_attribute(NetworkInterfaceId=bed.eni(0),
+                                                     SourceDestCheck={"Value": True})
+    res = bed.check_cli(0, "route")
+    print("\n" + res.stdout + res.stderr)
+    assert res.returncode != 0
+    assert "source/destination check is on" in res.stdout + res.stderr

@@ -1,0 +1,195 @@
+"""Two real sidecar daemons fail over through an EC2 that is as inconsistent as the real
+one (issue 17): moto behind the wrapper with EC2's reassignment semantics and seeded
+read-after-write lag (tests.awsfakes.moto_server.WireLag; docs/aws.md "The lag model").
+
+Each test runs one scenario (kill -9, SIGTERM, a flapping CARP link) with its own seed
+while a monitor reads EC2 *without* lag (the test's own address is exempt) every 0.1 s:
+
+- never two ENIs hold the VIP once the lag has passed (a split is only ever transient),
+- the VIP never has no owner again once a master claimed it,
+- the highest fencing claim only grows,
+- the last elected master owns the VIP, and keeps it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.awsfakes.bed import AwsBed, events
+from tests.awsfakes.moto_server import WireLag
+from tests.integration.harness import NETNS, SidecarNode, wait_for
+
+pytestmark = [NETNS, pytest.mark.netns, pytest.mark.aws_consistency]
+
+LAG_S = 1.2  # a write shows within this; below the bed's drift_confirm (1.5 s)
+# a split (route tables pointing at two ENIs) may last while a claim walks the tables or
+# a lagging read is confirmed, never longer than this
+SPLIT_MAX_S = 2 * LAG_S + 3.0
+
+
+@dataclass
+class Sample:
+    at: float
+    owner: str | None
+    claim: tuple[int, str]
+
+
+@dataclass
+class Monitor:
+    bed: AwsBed
+    mode: str
+    samples: list[Sample] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def claim(self) -> tuple[int, str]:
+        best: tuple[int, str] = (0, "")
+        for i in (0, 1):
+            epoch, holder = self.bed.epoch(self.mode, i)
+            best = max(best, (epoch, holder or ""))
+        return best
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.samples.append(Sample(time.monotonic(), self.bed.owner(self.mode),
+                                           self.claim()))
+            except Exception as exc:  # a failed read must fail the test, not vanish
+                self.errors.append(exc)
+                return
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> Monitor:
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def check_invariants(self) -> dict[str, float]:
+        assert not self.errors, self.errors
+        assert len(self.samples) > 20
+        # the highest claim only grows (epoch, then holder as the tie-break)
+        claims = [s.claim for s in self.samples]
+        assert all(b >= a for a, b in zip(claims, claims[1:], strict=False)), claims
+        # once owned, never unowned
+        first = next(i for i, s in enumerate(self.samples) if s.owner is not None)
+        unowned = [s.at for s in self.samples[first:] if s.owner is None]
+        assert unowned == [], f"no owner at {len(unowned)} samples"
+        # never two ENIs for longer than the lag and a confirmation
+        longest = split_since = 0.0
+        for s in self.samples:
+            if s.owner is not None and s.owner.startswith("split:"):
+                split_since = split_since or s.at
+                longest = max(longest, s.at - split_since)
+            else:
+                split_since = 0.0
+        assert longest <= SPLIT_MAX_S, f"split for {longest:.1f}s"
+        assert not (self.samples[-1].owner or "").startswith("split:")
+        return {"samples": len(self.samples), "longest_split_s": round(longest, 2),
+                "max_epoch": claims[-1][0]}
+
+
+@pytest.fixture
+def lagged(make_aws_bed):
+    def factory(seed: int) -> tuple[AwsBed, WireLag]:
+        bed = make_aws_bed()
+        lag = WireLag(max_s=LAG_S, seed=seed, exempt=frozenset({bed.moto.host}))
+        bed.moto.injector.aws_semantics = True  # before start(): no emulator_compat
+        bed.moto.injector.lag = lag
+        return bed, lag
+
+    return factory
+
+
+def master_of(nodes: list[SidecarNode]) -> SidecarNode:
+    masters = [n for n in nodes if n.alive() and n.state() == "MASTER"]
+    assert len(masters) == 1, [(n.name, n.state()) for n in nodes]
+    return masters[0]
+
+
+def settle_and_check_owner(bed: AwsBed, mode: str, lag: WireLag, nodes: list[SidecarNode],
+                           eni_of: dict[str, str]) -> SidecarNode:
+    """After the lag passed: the elected master owns the VIP and keeps it for a while."""
+    wait_for(lambda: time.monotonic() > lag.settled_at() + 0.2, 2 * LAG_S + 1, what="lag")
+    last = wait_for(lambda: [n for n in nodes if n.alive() and n.state() == "MASTER"], 10,
+                    what="a master")[0]
+    wait_for(lambda: bed.owner(mode) == eni_of[last.name], 15, interval=0.1,
+             what=f"{last.name}'s ENI owning the VIP (now {bed.owner(mode)})")
+    # two more check periods: no check takes it away
+    deadline = time.monotonic() + 4.5
+    while time.monotonic() < deadline:
+        assert master_of(nodes) is last
+        assert bed.owner(mode) == eni_of[last.name]
+        time.sleep(0.3)
+    return last
+
+
+def start_pair(bed: AwsBed, mode: str) -> tuple[SidecarNode, SidecarNode, dict[str, str]]:
+    a = bed.start(0, mode, advskew=0, name="a")
+    wait_for(lambda: a.state() == "MASTER", 8, what="a MASTER")
+    b = bed.start(1, mode, advskew=50, name="b")
+    wait_for(lambda: events(b, "aws_ready"), 8, what="b ready")
+    return a, b, {"a": bed.eni(0), "b": bed.eni(1)}
+
+
+@pytest.mark.parametrize(
+    ("sig", "mode", "seed"),
+    [
+        (signal.SIGKILL, "secondary-ip", 11),
+        (signal.SIGKILL, "eip", 12),
+        (signal.SIGKILL, "route", 13),
+        (signal.SIGTERM, "secondary-ip", 14),
+        (signal.SIGTERM, "route", 15),
+    ],
+    ids=["kill9-secondary-ip", "kill9-eip", "kill9-route", "sigterm-secondary-ip",
+         "sigterm-route"],
+)
+def test_failover_through_lagging_ec2(lagged, sig, mode, seed):
+    bed, lag = lagged(seed)
+    with Monitor(bed, mode) as mon:
+        a, b, eni_of = start_pair(bed, mode)
+        wait_for(lambda: bed.owner(mode) == eni_of["a"], 10, interval=0.1, what="a owns")
+        t0 = time.time()
+        a.signal(sig)
+        wait_for(lambda: b.became("MASTER", after=t0), 8, what="b MASTER")
+        last = settle_and_check_owner(bed, mode, lag, [a, b], eni_of)
+    stats = mon.check_invariants()
+    assert last is b and stats["max_epoch"] >= 2
+    claimed = events(b, "aws_claimed")
+    print(f"\n[{mode} seed {seed} {signal.Signals(sig).name}] {stats}, stale describes "
+          f"answered {lag.stale_answers}, b's claim effective after "
+          f"{claimed[-1]['effective_s']}s")
+    assert lag.stale_answers > 0  # the lag really was in the way
+
+
+@pytest.mark.parametrize(("mode", "seed"), [("secondary-ip", 21), ("eip", 22)])
+def test_flapping_carp_link_through_lagging_ec2(lagged, mode, seed):
+    """The CARP link between the nodes drops twice: both become MASTER (a split brain)
+    and claim through the lagging API; after the link is back the survivor owns it."""
+    bed, lag = lagged(seed)
+    topo = bed.topo
+    with Monitor(bed, mode) as mon:
+        a, b, eni_of = start_pair(bed, mode)
+        wait_for(lambda: bed.owner(mode) == eni_of["a"], 10, interval=0.1, what="a owns")
+        for _ in range(2):
+            t0 = time.time()
+            topo.block_carp_between(bed.hosts[0], bed.hosts[1])
+            wait_for(lambda t0=t0: b.became("MASTER", after=t0), 8, what="b MASTER (split)")
+            time.sleep(2.0)
+            topo.hub_run("nft", "delete", "table", "bridge", "part")
+            time.sleep(2.0)
+        last = settle_and_check_owner(bed, mode, lag, [a, b], eni_of)
+    stats = mon.check_invariants()
+    fenced = [e for n in (a, b) for e in n.events() if e.get("event") == "demote"
+              and "fencing epoch" in e.get("message", "")]
+    print(f"\n[{mode} seed {seed} flapping] last master {last.name}, {stats}, "
+          f"{len(fenced)} fencing demotions, stale describes {lag.stale_answers}")
+    assert stats["max_epoch"] >= 2 and lag.stale_answers > 0
