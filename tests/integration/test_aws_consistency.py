@@ -13,6 +13,7 @@ while a monitor reads EC2 *without* lag (the test's own address is exempt) every
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -78,7 +79,7 @@ class Monitor:
         assert len(self.samples) > 20
         # the highest claim only grows (epoch, then holder as the tie-break)
         claims = [s.claim for s in self.samples]
-        assert all(b >= a for a, b in zip(claims, claims[1:], strict=False)), claims
+        assert all(b >= a for a, b in itertools.pairwise(claims)), claims
         # once owned, never unowned
         first = next(i for i, s in enumerate(self.samples) if s.owner is not None)
         unowned = [s.at for s in self.samples[first:] if s.owner is None]

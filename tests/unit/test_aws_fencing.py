@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from providers.aws.api import ClientSettings, Ec2Api, SharedClient, clear_clients, imds_config
+from providers.aws.api import ClientSettings, Ec2Api, SharedClient, imds_config
 from providers.aws.errors import (
     AwsFenceLost,
     AwsNotOwner,
@@ -22,6 +22,7 @@ from providers.aws.imds import region_of_zone
 from providers.aws.modes import TAG_VALUE_MAX, Claim, Fence, bound_holder
 from providers.aws.options import parse_options
 from providers.base import ErrorKind, ProviderConfigError, VipContext
+from tests.awsfakes import forget_clients
 from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, LagModel, client_error
 from tests.unit.test_aws_provider import ROUTE_VIP, VIP, make
 
@@ -30,9 +31,9 @@ KEY = f"vip-sidecar/{VIP}"
 
 @pytest.fixture(autouse=True)
 def _fresh_clients():
-    clear_clients()
+    forget_clients()
     yield
-    clear_clients()
+    forget_clients()
 
 
 def ctx(p, node="n1", is_master=lambda: True) -> VipContext:
