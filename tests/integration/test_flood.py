@@ -71,7 +71,7 @@ def test_flood_of_wrong_password_adverts_is_counted_and_changes_nothing(make_top
     rate = sent / flood_s
     print(f"\nflood: {sent} frames in {flood_s:.2f} s ({rate:,.0f}/s) from a third host; "
           f"daemon checked and dropped {counted} (bad_digest), kernel dropped {kernel} "
-          f"(kernel_rcvbuf), {sent - counted - kernel} lost before the socket; "
+          f"(kernel_rcvbuf, flood and any genuine adverts lost with it); "
           f"daemon CPU {cpu:.2f} s for {time.monotonic() - t0:.1f} s: "
           f"{counted / max(cpu, 0.01):,.0f} packets per CPU-second; "
           f"receive buffer {st['receive_buffer_bytes']['eth0']} bytes")
@@ -91,5 +91,7 @@ def test_flood_of_wrong_password_adverts_is_counted_and_changes_nothing(make_top
     # every frame is accounted for: checked by the daemon or dropped by its kernel
     # socket; a small rest may be lost in the kernel's backlog before any socket
     assert kernel > 0, "the flood did not overflow the buffer: no proof of the counter"
-    assert counted + kernel <= sent
+    # the kernel's count also holds the peer's genuine adverts lost in the flood (about
+    # one a second if the flooded backup claimed for a while)
+    assert counted <= sent and counted + kernel <= sent + 20
     assert counted + kernel >= 0.9 * sent, (sent, counted, kernel)
