@@ -304,12 +304,7 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
                     f"{rc_path}: ucarp_flags",
                     f"{exc}; accepted: the options of `vip-sidecar run --help`",
                 ) from None
-    cli = options_to_fields(ns)
-    if "pass" in cli or "passfile" in cli:
-        overrides.pop("pass", None)
-        overrides.pop("passfile", None)
-    overrides.update(cli)
-    config = cfgmod.build_config(file_data, environ, overrides)
+    config = cfgmod.build_config(file_data, environ, overrides, options_to_fields(ns))
     return dataclasses.replace(config, warnings=(*imported, *config.warnings))
 
 

@@ -491,15 +491,18 @@ def build_config(
     file_data: Mapping[str, Any] | None = None,
     env: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> Config:
     """Merge the layers (lowest first: file, the process environment's VIP_SIDECAR_*
-    variables, overrides) and validate everything."""
+    variables, overrides such as rc.conf, command-line flags) and validate everything.
+    This is the one place that decides precedence, pass/passfile included."""
     file_data = dict(file_data or {})
     raw_vips = file_data.pop("vips", None)
     all_fields = set(VIP_FIELDS) | set(GLOBAL_FIELDS)
     common: dict[str, Any] = {}
     env_fields, ignored_env = load_env(env or {})
-    for where, layer in (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {})):
+    layers = (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {}), ("", flags or {}))
+    for where, layer in layers:
         parsed = _parse_fields(layer, where, all_fields)
         if "pass" in parsed or "passfile" in parsed:
             # the password source a higher layer names replaces the lower one entirely
