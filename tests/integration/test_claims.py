@@ -32,8 +32,9 @@ def test_sigusr2_alone_the_node_is_master_again_when_ucarp_would_be(make_topo, a
                               expected + 3, what=f"{name} MASTER again") - t0
     print(f"\nSIGUSR2 at -b {advbase}: ucarp MASTER again after {took['ucarp']:.2f} s, "
           f"vip-sidecar after {took['vip-sidecar']:.2f} s (3 s + 3 x advbase = {expected} s)")
-    # ucarp notices its timer only at a poll wake-up (up to 1 s late), we fire on time
-    assert expected - 0.1 <= took["ucarp"] <= expected + 1.1
+    # ucarp checks its timer only at poll wake-ups, one advbase apart (up to that late,
+    # plus libpcap's batching); we fire on time
+    assert expected - 0.1 <= took["ucarp"] <= expected + advbase + 0.5
     assert expected - 0.05 <= took["vip-sidecar"] <= expected + 0.3
 
 
