@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from providers import registry
 from sidecar import config as cfgmod
-from sidecar import unixsock
+from sidecar import sources, unixsock
 from sidecar.config import Config, ConfigError
 from sidecar.log import event, setup
 from sidecar.unixsock import BoundSocket
@@ -288,11 +288,11 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
             raise ConfigError("from-interfaces", "cannot be combined with --config")
         file_data, imported = interfaces_import.load(ns.interfaces_file)
     else:
-        file_data = cfgmod.load_file(file_path) if file_path else {}
+        file_data = sources.load_file(file_path) if file_path else {}
     overrides: dict[str, Any] = {}
     rc_path = getattr(ns, "rc_conf", None)
     if rc_path:
-        rc_fields, rc_flags = cfgmod.parse_rc_conf(cfgmod.read_text_file(rc_path, "from-rc-conf"))
+        rc_fields, rc_flags = sources.parse_rc_conf(sources.read_text_file(rc_path, "from-rc-conf"))
         overrides.update(rc_fields)
         if rc_flags:
             flag_parser = _FlagParser(prog="ucarp_flags", add_help=False)

@@ -11,23 +11,16 @@ it on one line and exits 2.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
 import stat
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
 from providers import registry
-from sidecar import parsing, unixsock
-from sidecar.carp import DEFAULT_GROUP, MAX_PASSWORD_LEN
-
-BROADCAST = IPv4Address("255.255.255.255")
+from sidecar import fields, parsing, unixsock
+from sidecar.carp import DEFAULT_GROUP
 
 ENV_PREFIX = "VIP_SIDECAR_"
 LOG_FORMATS = ("text", "json")
@@ -103,97 +96,6 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- parsers
-_seconds = parsing.number(0.0, None, unit="seconds", lo_open=True)
-
-
-def _http_address(value: Any) -> str:
-    """HOST:PORT (IPv4, [IPv6] or a name) or unix:/path."""
-    text = str(value).strip()
-    if text.startswith("unix:/") or text.startswith("/"):
-        return text
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
-        raise ValueError(f"must be HOST:PORT (port 1..65535) or unix:/path, got {value!r}")
-    return text
-
-
-def _ipv4_nonzero(value: Any) -> IPv4Address:
-    ip = parsing.ipv4(value)
-    if int(ip) == 0:
-        raise ValueError("must not be 0.0.0.0")
-    return ip
-
-
-def _host_address(value: Any) -> IPv4Address:
-    """An address one host can own and send from (srcip, a VIP, a peer): not 0.0.0.0,
-    multicast, the limited broadcast, loopback or the reserved 240.0.0.0/4."""
-    ip = _ipv4_nonzero(value)
-    if ip.is_multicast:
-        raise ValueError(f"must be a unicast address, got the multicast address {value!r}")
-    if ip == BROADCAST:
-        raise ValueError(f"must be a unicast address, got the broadcast address {value!r}")
-    if ip.is_loopback:
-        raise ValueError(f"must not be a loopback address (127.0.0.0/8), got {value!r}")
-    if ip.is_reserved:
-        raise ValueError(f"must not be in the reserved 240.0.0.0/4, got {value!r}")
-    return ip
-
-
-def _addr_text(value: Any) -> str:
-    """The VIP, validated but kept as written: scripts receive the original text."""
-    text = str(value).strip()
-    _host_address(text)
-    return text
-
-
-# A VIP name appears in every log line, metric label, URL path and Kubernetes object
-# name: a DNS-label-like word keeps all of them unambiguous (no newline can fake a log
-# line, no '/' or '#' breaks a URL) and bounded.
-NAME_MAX = 63
-_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
-
-
-def _name(value: Any) -> str:
-    text = str(value)
-    if len(text) > NAME_MAX or not _NAME_RE.fullmatch(text):
-        shown = repr(text[:NAME_MAX]) + ("..." if len(text) > NAME_MAX else "")
-        raise ValueError(
-            f"must be 1..{NAME_MAX} letters, digits, '-', '_' or '.', starting and ending "
-            f"with a letter or digit, got {shown}"
-        )
-    return text
-
-
-def _multicast(value: Any) -> IPv4Address:
-    ip = parsing.ipv4(value)
-    if not ip.is_multicast:
-        raise ValueError(f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
-    return ip
-
-
-def _interface(value: Any) -> str:
-    text = parsing.text(value)
-    # the kernel's dev_valid_name(): no '/', ':' or whitespace, at most 15 bytes
-    if len(text.encode()) > 15 or any(c in text for c in "/:") or not text.isprintable() or (
-        any(c.isspace() for c in text)
-    ):
-        raise ValueError(
-            f"must be a Linux interface name (<= 15 chars, no '/', ':' or spaces), got {text!r}"
-        )
-    return text
-
-
-def _password(value: Any) -> bytes:
-    raw = value if isinstance(value, bytes) else os.fsencode(str(value))
-    if not raw:
-        raise ValueError("must not be empty")
-    if len(raw) > MAX_PASSWORD_LEN:
-        raise ValueError(
-            f"must be 1..{MAX_PASSWORD_LEN} bytes (ucarp's limit), got {len(raw)} bytes"
-        )
-    return raw
-
-
 def read_passfile(path: str) -> bytes:
     """ucarp semantics: the first line, only its first '\\n' stripped (a '\\r' is kept)."""
     try:
@@ -206,17 +108,6 @@ def read_passfile(path: str) -> bytes:
     if line.endswith(b"\n"):
         line = line[:-1]
     return line
-
-
-def _peers(value: Any) -> tuple[IPv4Address, ...]:
-    items: list[Any]
-    if isinstance(value, str):
-        items = [v for v in value.replace(",", " ").split() if v]
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        raise ValueError(f"must be a list of IPv4 addresses, got {value!r}")
-    return tuple(_host_address(v) for v in items)
 
 
 def _providers(value: Any) -> tuple[ProviderSpec, ...]:
@@ -233,7 +124,7 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
             raise ValueError(f"entry {i} must be a name or a mapping with 'name', got {item!r}")
         opts = dict(item)
         name = str(opts.pop("name"))
-        timeout = _seconds(opts.pop("timeout", 30.0))
+        timeout = fields.seconds(opts.pop("timeout", 30.0))
         pid = str(opts.pop("id", ""))
         specs.append(ProviderSpec(name=name, options=opts, timeout=timeout, id=pid))
     labels = [s.label for s in specs]
@@ -252,13 +143,13 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
 # Per-VIP fields and the parser of each. Keys are the names used in files and in
 # VIP_SIDECAR_<KEY>; "pass"/"passfile" become VipConfig.password.
 VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "interface": _interface,
-    "srcip": _host_address,
+    "interface": fields.interface_name,
+    "srcip": fields.host_address,
     "vhid": parsing.integer(1, 255),
-    "pass": _password,
+    "pass": fields.password,
     "passfile": parsing.text,
-    "addr": _addr_text,
-    "name": _name,
+    "addr": fields.addr_text,
+    "name": fields.vip_name,
     "advbase": parsing.integer(0, 255),
     # 255 is the bow-out value: at advbase 255 every advert would read as "leaving"
     # (the BSD kernels accept 0..254 too)
@@ -266,13 +157,13 @@ VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
     "deadratio": parsing.integer(1, None),
     "preempt": parsing.boolean,
     "neutral": parsing.boolean,
-    "mcast": _multicast,
+    "mcast": fields.multicast,
     "nomcast": parsing.boolean,
-    "peers": _peers,
+    "peers": fields.peers,
     "upscript": parsing.text,
     "downscript": parsing.text,
     "xparam": str,
-    "script_timeout": _seconds,
+    "script_timeout": fields.seconds,
     "ignoreifstate": parsing.boolean,
     "disable_garp": parsing.boolean,
     "replay_protection": parsing.boolean,
@@ -286,12 +177,12 @@ GLOBAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "facility": parsing.choice(tuple(SYSLOG_FACILITIES)),
     "debug": parsing.boolean,
     "log_format": parsing.choice(LOG_FORMATS),
-    "http": _http_address,
+    "http": fields.http_address,
     "status_socket": parsing.text,
     "status_socket_group": unixsock.parse_group,
-    "shutdown_timeout": _seconds,
-    "provider_hold_s": _seconds,
-    "provider_hold_max_s": _seconds,
+    "shutdown_timeout": fields.seconds,
+    "provider_hold_s": fields.seconds,
+    "provider_hold_max_s": fields.seconds,
     "demote_step": parsing.integer(1, 255),
     "syslog_socket": parsing.text,
 }
@@ -323,86 +214,6 @@ def _key_text(key: Any) -> str:
     return repr(key)[:64]
 
 
-# a config file is a few dozen values; anything far larger is a mistake or an attack
-# (nine levels of YAML aliases expand to a billion leaves: printing one would hang)
-MAX_FILE_NODES = 10_000
-MAX_FILE_DEPTH = 32
-
-
-def _check_size(data: Any, path: str) -> None:
-    """Walk the loaded document (shared YAML aliases counted at every use) and refuse it
-    past MAX_FILE_NODES values or MAX_FILE_DEPTH levels; stops as soon as one is hit."""
-    todo: list[tuple[Any, int]] = [(data, 0)]
-    seen = 0
-    while todo:
-        value, depth = todo.pop()
-        seen += 1
-        if seen > MAX_FILE_NODES:
-            raise ConfigError("config", f"{path} has more than {MAX_FILE_NODES} values")
-        if depth > MAX_FILE_DEPTH:
-            raise ConfigError("config", f"{path} is nested more than {MAX_FILE_DEPTH} levels deep")
-        if isinstance(value, Mapping):
-            todo.extend((v, depth + 1) for kv in value.items() for v in kv)
-        elif isinstance(value, list | tuple):
-            todo.extend((v, depth + 1) for v in value)
-
-
-# ---------------------------------------------------------------------------- sources
-def read_text_file(path: str, field_name: str) -> str:
-    """A config-like file as text, or a ConfigError naming the field and the file: an
-    unreadable, binary or non-UTF-8 file is an operator mistake, not a crash."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(field_name, f"cannot read {path}: {exc.strerror}") from None
-    if b"\0" in raw:
-        raise ConfigError(
-            field_name, f"{path} is a binary file (NUL byte at offset {raw.index(0)}), not text"
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            field_name,
-            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-        ) from None
-
-
-def _one_line(exc: Exception) -> str:
-    """PyYAML's errors carry a multi-line caret block: keep the problem and its place."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None and problem:
-        return f"line {mark.line + 1} column {mark.column + 1}: {problem}"
-    return " ".join(str(exc).split())
-
-
-def load_file(path: str) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON file into a plain mapping."""
-    p = Path(path)
-    text = read_text_file(path, "config")
-    kind = {".toml": "TOML", ".json": "JSON"}.get(p.suffix, "YAML")
-    try:
-        if p.suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml  # only when a YAML file is used
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # every parser has its own error type
-        raise ConfigError(
-            "config", f"{path} is not valid {kind}: {_one_line(exc)}"
-        ) from None
-    if data is None:
-        return {}
-    _check_size(data, path)
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{path} must contain a mapping at the top level")
-    return data
-
-
 def load_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     """The VIP_SIDECAR_<FIELD> variables, and the names of the other VIP_SIDECAR_*
     variables, which are ignored: Kubernetes injects service links such as
@@ -420,70 +231,6 @@ def load_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         else:
             ignored.append(key)
     return out, sorted(ignored)
-
-
-# FreeBSD port net/ucarp rc.d script: rc.conf variable -> our field (spec 7.1)
-RC_CONF_MAP = {
-    "ucarp_if": "interface",
-    "ucarp_src": "srcip",
-    "ucarp_addr": "addr",
-    "ucarp_vhid": "vhid",
-    "ucarp_pass": "pass",
-    "ucarp_passfile": "passfile",
-    "ucarp_preempt": "preempt",
-    "ucarp_shutdown": "shutdown",
-    "ucarp_facility": "facility",
-    "ucarp_xparam": "xparam",
-    "ucarp_upscript": "upscript",
-    "ucarp_downscript": "downscript",
-    "ucarp_deadratio": "deadratio",
-    "ucarp_advbase": "advbase",
-    "ucarp_advskew": "advskew",
-}
-RC_CONF_IGNORED = {"ucarp_enable"}
-
-
-def parse_rc_conf(text: str) -> tuple[dict[str, Any], list[str]]:
-    """Parse shell-style `ucarp_*="value"` assignments; returns (fields, ucarp_flags argv).
-
-    Lines that are not ucarp_* assignments are ignored, as rc.subr would for this
-    service. `ucarp_flags` is returned separately and parsed like command-line flags.
-    """
-    values: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("export "):
-            stripped = stripped[len("export ") :].strip()
-        name, sep, rest = stripped.partition("=")
-        if not sep or not name.startswith("ucarp_"):
-            continue
-        try:
-            tokens = shlex.split(rest, comments=True)
-        except ValueError as exc:
-            raise ConfigError(
-                f"rc.conf line {lineno} ({name})", f"bad shell quoting: {exc}"
-            ) from None
-        values[name.strip()] = tokens[0] if tokens else ""
-    fields: dict[str, Any] = {}
-    for name, value in values.items():
-        if name in RC_CONF_IGNORED or name == "ucarp_flags":
-            continue
-        if name not in RC_CONF_MAP:
-            raise ConfigError(
-                name, f"unknown ucarp rc.conf variable; accepted: {', '.join(sorted(RC_CONF_MAP))}"
-            )
-        fields[RC_CONF_MAP[name]] = value
-    # rc.d script: ucarp_vhid defaults to 1, ucarp_shutdown to YES; passfile wins over pass
-    fields.setdefault("vhid", "1")
-    fields.setdefault("shutdown", "YES")
-    for required in ("ucarp_if", "ucarp_src", "ucarp_addr"):
-        if not values.get(required):
-            raise ConfigError(required, "parameter required to start")
-    if "passfile" in fields:
-        fields.pop("pass", None)
-    return fields, shlex.split(values.get("ucarp_flags", ""))
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -544,7 +291,7 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
             raise ConfigError(where + required, f"missing; you must supply {what}")
     if "passfile" in f:
         try:
-            password = _password(read_passfile(f["passfile"]))
+            password = fields.password(read_passfile(f["passfile"]))
         except ValueError as exc:
             raise ConfigError(where + "passfile", str(exc)) from None
         mode = os.stat(f["passfile"]).st_mode
