@@ -270,6 +270,10 @@ class VipInstance:
             self._timer_at = deadline
             self._timer = self.loop.call_at(deadline, self._on_timer, deadline)
 
+    def timer_at(self) -> float | None:
+        """When the protocol timer (the next advert of a MASTER) fires, loop time."""
+        return self._timer_at if self._timer is not None else None
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from providers.base import Provider
@@ -41,6 +41,31 @@ def build_providers(config: Config) -> dict[str, list[Provider]]:
         vip.name: [load_provider(spec, vip, config) for spec in vip.providers]
         for vip in config.vips
     }
+
+
+def next_housekeeping(now: float, tick: float, timers: Sequence[float | None]) -> float:
+    """When the next housekeeping round runs: `tick` from now, or a little earlier at the
+    same instant as a protocol timer (a MASTER's next advert) due in the last quarter of
+    the tick. The two then share one wake-up of the process: at advbase 1 a Python
+    wake-up costs about as much CPU as everything the round does (docs/reliability.md)."""
+    due = [t for t in timers if t is not None and now + 0.75 * tick <= t <= now + tick]
+    return min(due) if due else now + tick
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    # call_at with the very same `when` as the advert timer: asyncio runs both handles in
+    # one pass (asyncio.sleep() would compute its own deadline, microseconds later)
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(when, _wake, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Runtime:
@@ -270,6 +295,7 @@ class Runtime:
         tick = self.tick_s()
         for inst in self.instances:
             inst.grid_s = tick  # providers are told when their next check() comes
+        loop = asyncio.get_running_loop()
         while True:
             self.loop_heartbeat = time.monotonic()
             for ifname in self.transports:
@@ -277,7 +303,8 @@ class Runtime:
                 self._count_kernel_drops(ifname)
             for inst in self.instances:
                 inst.housekeeping()
-            await asyncio.sleep(tick)
+            when = next_housekeeping(loop.time(), tick, [i.timer_at() for i in self.instances])
+            await _sleep_until(loop, when)
 
     def _count_kernel_drops(self, ifname: str) -> None:
         n = self.transports[ifname].take_kernel_drops()

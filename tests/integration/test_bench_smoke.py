@@ -1,5 +1,5 @@
 """Smoke test of bench/: the --quick mode of every benchmark runs to the end against the
-real ucarp and keepalived and prints its table and ratios (about 3 minutes in total).
+real ucarp and keepalived and prints its table and ratios (about 4 minutes in total).
 
 The numbers themselves are not asserted (they depend on the machine); docs/benchmarks.md
 has the full runs.
