@@ -122,7 +122,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 async def start_server(runtime: Runtime, sockets: Sequence[socket.socket]) -> web.AppRunner:
-    """Serve on sockets bound before start-up (cli.open_everything: unix ones with their
+    """Serve on sockets bound before start-up (launch.open_everything: unix ones with their
     mode by sidecar.unixsock.bind, TCP on HOST:PORT), so binding problems are config
     errors and not failures after the daemon has begun to log."""
     runner = web.AppRunner(make_app(runtime), access_log=None)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sidecar import cli, unixsock
+from sidecar import launch, unixsock
 from sidecar.config import ConfigError, build_config
 from sidecar.http import start_server
 from sidecar.unixsock import Peer, SocketPathError
@@ -116,7 +116,7 @@ def test_status_socket_in_missing_directory_is_one_config_error(tmp_path):
     tmp_path.chmod(0o755)
     cfg = build_config(overrides={**BASE, "status_socket": str(tmp_path / "a" / "s.sock")})
     with pytest.raises(ConfigError) as exc:
-        cli.bind_unix_sockets(cfg)
+        launch.bind_unix_sockets(cfg)
     assert str(exc.value) == f"status_socket: directory {tmp_path}/a does not exist"
 
 
