@@ -18,7 +18,12 @@ confirm does not claim"). Per VIP there is one coordination.k8s.io/v1 Lease:
       i.e. for up to lease_duration after the last successful renewal, then step
       down (Patroni's failsafe_mode is the reference; we cannot ask peers, see docs).
     - demote: step down at the first renewal that fails.
-  A BACKUP asked to promote while the apiserver is unreachable refuses in both modes.
+  Renewal attempts in an outage are spaced by renew_interval (and Retry-After).
+  A promotion retries transient API errors (unreachable, 429 with Retry-After, 5xx,
+  resets) while a request can still end inside its budget; a BACKUP whose apiserver
+  stays unreachable for the whole budget refuses, in both modes.
+* Another holder's lease is over only when this node has seen it unchanged for a whole
+  lease duration (client-go's rule): nobody's wall clock is trusted (lease.py).
 * down() releases the lease (holder cleared: the next node takes it at once and
   increments leaseTransitions) after the other providers have removed the VIP — list
   `kubernetes` before `alias` so that down runs it last.
@@ -26,7 +31,9 @@ confirm does not claim"). Per VIP there is one coordination.k8s.io/v1 Lease:
   with `label_node: true`); other labels are never touched. A node that takes over an
   expired lease also relabels the previous holder (named in the Lease's annotations),
   so a master killed with -9 does not keep a stale `master` label.
-* One core/v1 Event per transition on our Pod (reason, old -> new state, timings).
+  A label the apiserver refuses for good (403/422) is reported once, not retried.
+* One core/v1 Event per transition on our Pod (reason, old -> new state, timings),
+  deduplicated, aggregated and rate-limited per reason like client-go's recorder.
 
 Every API call is declared in providers.kubernetes.api.API_CALLS, which the Helm chart's RBAC
 must equal (a test compares them).
