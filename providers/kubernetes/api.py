@@ -66,7 +66,7 @@ class ApiFailure(Enum):
     CONFLICT = "conflict"  # 409: someone else wrote first (or the object exists)
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"  # 401/403: credentials or RBAC
-    INVALID = "invalid"  # 400/422: we sent something the apiserver rejects
+    INVALID = "invalid"  # 400/415/422: we sent something the apiserver rejects
     UNAVAILABLE = "unavailable"  # no answer, timeout, 429, 5xx: the outage case
 
 
@@ -110,7 +110,7 @@ def api_error(call: ApiCall, exc: BaseException) -> KubeApiError:
             return KubeApiError(call, ApiFailure.NOT_FOUND, status, message)
         if status in (401, 403):
             return KubeApiError(call, ApiFailure.FORBIDDEN, status, message)
-        if status in (400, 422):
+        if status in (400, 415, 422):  # 415: a body the server will never take
             return KubeApiError(call, ApiFailure.INVALID, status, message)
         # 0 = TLS or transport error inside the client, 429/5xx = overloaded or etcd down
         return KubeApiError(call, ApiFailure.UNAVAILABLE, status, message, retry_after(exc.headers))

@@ -919,3 +919,24 @@ async def test_status_reports_the_fence_and_its_counters(world):
     st = a.status()
     assert st["lease"] == f"{NS}/{LEASE}" and st["lease_held"] is True
     assert (st["acquire_retries"], st["events_dropped"], st["labels_refused"]) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(("status", "headers", "failure", "retry_after"), [
+    (429, {"Retry-After": "3"}, ApiFailure.UNAVAILABLE, 3.0),
+    (503, {"Retry-After": "600"}, ApiFailure.UNAVAILABLE, 60.0),  # capped
+    (503, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, ApiFailure.UNAVAILABLE, None),
+    (500, {}, ApiFailure.UNAVAILABLE, None),
+    (415, {}, ApiFailure.INVALID, None),  # never retried: the same body stays wrong
+    (422, {}, ApiFailure.INVALID, None),
+    (403, {}, ApiFailure.FORBIDDEN, None),
+])
+def test_api_errors_map_status_and_retry_after(status, headers, failure, retry_after):
+    from kubernetes.client.exceptions import ApiException
+
+    from providers.kubernetes.api import api_error
+
+    exc = ApiException(status=status, reason="x")
+    exc.headers = headers
+    err = api_error(LEASE_GET, exc)
+    assert (err.failure, err.retry_after) == (failure, retry_after)
+    assert err.kind.value == ("retryable" if failure is ApiFailure.UNAVAILABLE else "permanent")
