@@ -122,10 +122,14 @@ class OptionBag:
     """
 
     def __init__(
-        self, where: str, raw: Mapping[str, Any], error: Callable[[str], Exception] = ValueError
+        self,
+        where: str,
+        raw: Mapping[str, Any],
+        error: Callable[[str], Exception] = ValueError,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.where = where
-        self._raw = {normalise_key(k): v for k, v in raw.items()}
+        self._raw = {normalise_key(k, aliases): v for k, v in raw.items()}
         self._error = error
         self._known: list[str] = []
 

@@ -197,23 +197,17 @@ ALIASES = {
 }
 
 
+_UNSET: Any = object()
+
+
 def parse_options(raw: Mapping[str, Any], provider_timeout: float) -> AwsOptions:
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        k = parsing.normalise_key(key, ALIASES)
-        parser = PARSERS.get(k)
-        if parser is None:
-            raise ProviderConfigError(
-                f"aws provider: unknown option {key!r}; accepted: {', '.join(sorted(PARSERS))}"
-            )
-        try:
-            values[k] = parser(value)
-        except ValueError as exc:
-            raise ProviderConfigError(f"aws provider: option {key}: {exc}") from None
+    # the shared checker (sidecar.parsing.OptionBag): one style for every provider
+    bag = parsing.OptionBag("aws", raw, ProviderConfigError, ALIASES)
+    taken = {key: bag.take(key, parse, _UNSET) for key, parse in PARSERS.items()}
+    values = {key: value for key, value in taken.items() if value is not _UNSET}
+    bag.finish()
     if "mode" not in values:
-        raise ProviderConfigError(
-            f"aws provider: option mode is required; accepted: {', '.join(MODES)}"
-        )
+        raise bag.fail("mode", f"option mode is required; accepted: {', '.join(MODES)}")
     opts = AwsOptions(**values)
     _check_mode(opts)
     _check_timeouts(opts, provider_timeout)
