@@ -28,10 +28,11 @@ from typing import Any
 
 from providers.aws import preflight as aws_preflight
 from providers.aws.api import ClientSettings, Ec2Api, SharedClient, make_client, shared_client
+from providers.aws.eip import EipMode
 from providers.aws.errors import AwsFenceLost, AwsNotOwner, AwsVerifyTimeout
 from providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
 from providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
-from providers.aws.modes import EipMode, Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
+from providers.aws.modes import Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
 from providers.aws.options import AwsOptions, parse_options
 from providers.aws.retry import AsyncSleep, Backoff, Clock, converge
 from providers.aws.route import RouteMode
