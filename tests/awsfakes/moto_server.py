@@ -397,7 +397,10 @@ class FaultInjector:
         dry = params.get("DryRun") == "true"
         if action in ITEMS and not dry:
             pairs, ours = self._rewrite_describe(action, pairs)
-            status, headers, data = self._app(environ, pairs)
+            # never between the halves of a write (a reassignment is unassign + assign
+            # here, one step on EC2)
+            with self.write_lock:
+                status, headers, data = self._app(environ, pairs)
             if status.startswith("200"):
                 data = self._shape(action, client, data, ours)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]

@@ -157,3 +157,28 @@ async def test_shutdown_respects_one_total_budget_even_if_down_hangs():
     t0 = time.monotonic()
     await inst.stop(5, asyncio.get_running_loop().time() + 0.5)
     assert time.monotonic() - t0 < 1.5
+
+
+async def test_providers_are_told_when_the_node_is_no_longer_meant_to_be_master():
+    """VipContext.is_master: a hook still running after a demotion (a slow AWS check)
+    reads it to stop before changing anything outside (issue 17)."""
+    cfg = config()
+    gate = Gate(cfg)
+    inst, _ = await make(cfg, [gate])
+    await settle()
+    seen: list[bool] = []
+
+    async def up(ctx):
+        seen.append(ctx.is_master())
+        await gate.gate.wait()
+        seen.append(ctx.is_master())
+
+    gate.up = up  # type: ignore[method-assign]
+    inst.on_packet(bow_out_packet(cfg))
+    await settle()
+    assert seen == [True]
+    inst.operator_demote(5.0)  # demoted while up() still runs
+    gate.gate.set()
+    await settle()
+    assert seen == [True, False]
+    await inst.stop(0, asyncio.get_running_loop().time() + 1)
