@@ -86,11 +86,15 @@ class Monitor:
     def _check(self) -> dict[str, float]:
         assert not self.errors, self.errors
         assert len(self.samples) > 20
-        # the highest claim only grows (epoch, then holder as the tie-break)
+        # the epoch only grows. (Its holder may not: two masters of a split brain that
+        # both read epoch n-1 both write n, and on a shared resource (an EIP, a route
+        # table) the later write wins even when its holder is the lower one. EC2 has no
+        # compare-and-swap for tags; the tie-break still decides who keeps the VIP.)
         claims = [s.claim for s in self.samples]
-        drops = [(a, b) for a, b in itertools.pairwise(claims) if b < a]
-        changes = [c for c, d in itertools.pairwise([(0, ""), *claims]) if d != c]
-        assert drops == [], f"claim went down: {drops}; sequence {changes}"
+        drops = [(a, b) for a, b in itertools.pairwise(claims) if b[0] < a[0]]
+        changes = [d for c, d in itertools.pairwise([(0, ""), *claims]) if d != c]
+        assert drops == [], f"epoch went down: {drops}; sequence {changes}"
+        self.ties = sum(1 for a, b in itertools.pairwise(changes) if b < a)
         # once owned, never unowned
         first = next(i for i, s in enumerate(self.samples) if s.owner is not None)
         unowned = [s.at for s in self.samples[first:] if s.owner is None]
@@ -106,7 +110,7 @@ class Monitor:
         assert longest <= SPLIT_MAX_S, f"split for {longest:.1f}s"
         assert not (self.samples[-1].owner or "").startswith("split:")
         return {"samples": len(self.samples), "longest_split_s": round(longest, 2),
-                "max_epoch": claims[-1][0]}
+                "max_epoch": claims[-1][0], "tie_overwrites": self.ties}
 
 
 @pytest.fixture
@@ -135,8 +139,8 @@ def settle_and_check_owner(bed: AwsBed, mode: str, lag: WireLag, nodes: list[Sid
                     what="a master")[0]
     wait_for(lambda: bed.owner(mode) == eni_of[last.name], 15, interval=0.1,
              what=f"{last.name}'s ENI owning the VIP (now {bed.owner(mode)})")
-    # two more check periods: no check takes it away
-    deadline = time.monotonic() + 4.5
+    # longer than a check period (2 s, jittered): no check takes it away
+    deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
         assert master_of(nodes) is last
         assert bed.owner(mode) == eni_of[last.name]
@@ -197,7 +201,7 @@ def test_flapping_carp_link_through_lagging_ec2(lagged, mode, seed):
             topo.block_carp_between(bed.hosts[0], bed.hosts[1])
             time.sleep(4.0)
             topo.hub_run("nft", "delete", "table", "bridge", "part")
-            time.sleep(2.0)
+            time.sleep(1.5)
         last = settle_and_check_owner(bed, mode, lag, [a, b], eni_of)
     promotions = sum(1 for n in (a, b) for t in n.transitions() if t[1] == "MASTER")
     assert promotions >= 3  # a at the start, and at least one split brain
