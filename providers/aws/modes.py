@@ -4,10 +4,11 @@ Each mode reads the current EC2 state, compares it with "the VIP points at our E
 carries our fencing tags", and names the next step. The provider runs these through
 `converge` (providers.aws.retry), which re-reads until EC2 shows the result.
 
-Fencing: a per-VIP epoch and holder are stored as tags on the moved resource (the ENI
-that holds the secondary IP, the EIP allocation, each route table). A takeover claims
-max(epoch seen) + 1; a node that later sees a higher epoch written by someone else has
-lost the VIP to a newer claim and must not re-take it.
+Fencing: a claim `<epoch>:<holder>` is stored as one tag per VIP on the moved resource
+(the ENI that holds the secondary IP, the EIP allocation, each route table), written
+*before* the move. A takeover claims max(epoch seen) + 1; claims are ordered by epoch,
+then holder. A node that later sees a higher claim by someone else has lost the VIP to
+a newer master and must not re-take it.
 """
 
 from __future__ import annotations
