@@ -24,8 +24,12 @@ def test_throttling_and_5xx_are_retried_and_the_move_succeeds(bed, kind):
     # mutating calls have no botocore retries (issue 17): the provider's loop retries
     # each failure itself, against the claim's deadline
     fault = bed.moto.injector.add(ASSIGN, kind, count=4, client=a_ip)
-    a = bed.start(0, MODE, advskew=0, name="a")
-    b = bed.start(1, MODE, advskew=50, name="b")
+    # a retry starts only if a whole attempt (connect + read timeout) still fits before
+    # the claim's deadline: keep the attempt short so four retries fit on a loaded host
+    a = bed.start(0, MODE, advskew=0, name="a", read_timeout=2)
+    # b only once a is elected: on a loaded host b's daemon can come up first and win
+    wait_for(lambda: a.became("MASTER"), 20, what="a MASTER")
+    b = bed.start(1, MODE, advskew=50, name="b", read_timeout=2)
     wait_owner(bed, MODE, bed.eni(0), 20)
     assert fault.hits == 4
     calls = bed.moto.injector.calls(ASSIGN, a_ip)
@@ -38,7 +42,8 @@ def test_throttling_and_5xx_are_retried_and_the_move_succeeds(bed, kind):
     span = calls[-1].at - calls[0].at
     print(f"\n{kind}: {len(calls)} {ASSIGN} requests over {span:.2f}s "
           f"(no botocore retries on a mutating call, 4 provider retries)")
-    assert a.state() == "MASTER" and b.state() == "BACKUP" and b.became("MASTER") is None
+    wait_for(lambda: b.state() == "BACKUP", 15, what="b BACKUP")
+    assert a.state() == "MASTER" and b.became("MASTER") is None
     assert a.vip()["counters"]["provider_failures"] == {}
 
 
