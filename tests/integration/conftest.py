@@ -43,3 +43,49 @@ def make_aws_bed(make_topo, monkeypatch):
     for bed in beds:
         bed.moto.stop()
         bed.imds.stop()
+
+
+# ------------------------------------------------------------------ real Kubernetes
+@pytest.fixture(scope="session")
+def kube():
+    """etcd + kube-apiserver (built from Go modules by tests/k8s/build.sh), one per session.
+    A build or start failure is an error, never a skip: CI must not pass without them."""
+    from tests.k8s.controlplane import ControlPlane, binaries
+
+    cp = ControlPlane(binaries()).start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture
+def kube_ns(kube) -> str:
+    """A fresh namespace (with its `default` ServiceAccount) per test: no garbage
+    collector runs, so tests never share objects."""
+    return kube.namespace()
+
+
+@pytest.fixture
+def make_proxy(kube):
+    """Fault-injecting HTTPS proxies in front of the real apiserver."""
+    from tests.k8s.faultproxy import FaultProxy
+
+    made = []
+
+    def factory(host: str = "127.0.0.1"):
+        cert = kube.pki.issue(f"proxy-{host}", ips=[host])
+        proxy = FaultProxy(kube.url, kube.pki.ca_file, cert, host).start()
+        made.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in made:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def built_image():
+    """The real Dockerfile built with buildah on the debootstrap base, once per session."""
+    from tests.integration.imageutil import built_image as build
+
+    with build() as tag:
+        yield tag

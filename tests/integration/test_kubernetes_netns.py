@@ -1,8 +1,11 @@
-"""The Kubernetes provider in real daemons, in network namespaces (issue 5).
+"""The Kubernetes provider in real daemons, in network namespaces, against the REAL
+kube-apiserver (tests/k8s).
 
-Two hosts run vip-sidecar with providers [kubernetes, alias]; the apiserver is the
-tests/k8sfake TEST DOUBLE, started by the test on the bridge (10.<net>.0.254) and
-reached through an ordinary kubeconfig. Shown here:
+Two hosts run vip-sidecar with providers [kubernetes, alias]. The chart is installed with
+the real helm into a fresh namespace; the daemons authenticate with a TokenRequest token of
+the chart's ServiceAccount, so the chart's Role is what the real authorizer applies. They
+reach the apiserver through tests/k8s/faultproxy.py on the bridge (10.<net>.0.254), which
+also makes the outages. Shown here:
 
 * the CARP winner also holds the Lease and carries the master label; after kill -9
   and after SIGTERM the holder and the labels flip and leaseTransitions increments;
@@ -23,70 +26,87 @@ from typing import Any
 
 import pytest
 
+from tests.integration import helmutil
 from tests.integration.harness import NETNS, Host, SidecarNode, Topology, wait_for
-from tests.k8sfake import FakeApiServer
+from tests.k8s.controlplane import ControlPlane
+from tests.k8s.faultproxy import FaultProxy
 
-pytestmark = [NETNS, pytest.mark.netns]
+pytestmark = [NETNS, pytest.mark.netns, pytest.mark.k8s_real]
 
-NS = "vip-system"
 VIP_NAME = "web"
 LEASE = "vip-sidecar-web"
 KEY = "vip-sidecar.io/web"
 PW = ("-p", "secret", "-v", "21")
 SKEW_B = 100  # backup's advskew: the CARP winner is deterministic
 CARP_DEAD_B = 3 + SKEW_B / 256  # advbase 1 x deadratio 3 + skew
+RELEASE = "vip-sidecar"
 
 
 @dataclass
 class Cluster:
     topo: Topology
-    api: FakeApiServer
+    kube: ControlPlane
+    proxy: FaultProxy
+    ns: str
     kubeconfig: str
+    user: str
     nodes: list[SidecarNode] = field(default_factory=list)
 
     def start(self, i: int, advskew: int, *, kube: dict[str, Any] | None = None,
               fence: bool = True, name: str | None = None) -> SidecarNode:
         host = self.topo.hosts[i]
         opts = {"name": "kubernetes", "kubeconfig": self.kubeconfig, "lease_duration": 4,
-                "renew_interval": 1, "request_timeout": 0.5, **(kube or {})}
+                "renew_interval": 1, "request_timeout": 0.5, "label_node": True,
+                **(kube or {})}
         providers = ([opts] if fence else []) + [{"name": "alias", "reassert_interval": 1}]
         name = name or f"n{i + 1}-{len(self.topo.procs)}"
         path = self.topo.workdir / f"{name}.json"
         # a short veto backoff cap keeps recovery after an outage inside the test's bounds
         path.write_text(json.dumps({"name": VIP_NAME, "providers": providers,
                                     "provider_hold_max_s": 4}))
-        env = {"POD_NAME": f"pod-{i + 1}", "NODE_NAME": f"node-{i + 1}", "POD_NAMESPACE": NS}
+        env = {"POD_NAME": f"pod-{i + 1}", "NODE_NAME": self.node(i), "POD_NAMESPACE": self.ns}
         node = self.topo.sidecar(host, *PW, "-a", self.topo.vip(), "-k", str(advskew),
                                  "--config", str(path), name=name, env=env)
         self.nodes.append(node)
         return node
 
+    def node(self, i: int) -> str:
+        return f"{self.ns}-node-{i + 1}"
+
     def holder(self) -> str | None:
-        return self.api.holder(NS, LEASE)
+        return self.kube.holder(self.ns, LEASE)
 
     def transitions(self) -> int:
-        return int((self.api.lease(NS, LEASE) or {}).get("spec", {}).get("leaseTransitions", 0))
+        lease = self.kube.lease(self.ns, LEASE) or {}
+        return int(lease.get("spec", {}).get("leaseTransitions") or 0)
 
     def lease_writes(self) -> list[tuple[float, str | None]]:
-        """(server time, holder) of every persisted Lease write."""
-        return [(c.at, c.obj["spec"].get("holderIdentity")) for c in self.api.store.history
-                if c.key[1] == "leases"]
+        """(server time, holder) of every persisted Lease write (the audit log)."""
+        return self.kube.lease_writes(self.ns, LEASE)
 
     def label(self, i: int) -> str | None:
-        return self.api.pod_labels(NS, f"pod-{i + 1}").get(KEY)
+        return self.kube.pod_labels(self.ns, f"pod-{i + 1}").get(KEY)
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.kube.events(self.ns)
 
 
 @pytest.fixture
-def cluster(make_topo):
+def cluster(make_topo, kube, make_proxy):
     topo = make_topo(2)  # the harness allocates a subnet no other test bed uses
     root_ip = topo.attach_root()
-    api = FakeApiServer(host=root_ip).start()
+    proxy = make_proxy(root_ip)
+    ns = kube.namespace("netns")
+    admin = kube.kubeconfig(topo.workdir / "admin")
+    # the chart's ServiceAccount, Role and ClusterRole, installed by the real helm
+    helmutil.install(admin, ns, ["examples/values-kubernetes.yaml"], release=RELEASE)
+    token = kube.service_account_token(ns, RELEASE)
     for i in (1, 2):
-        api.add_pod(NS, f"pod-{i}", f"node-{i}", {"app": "vip-sidecar"})
-        api.add_node(f"node-{i}")
-    kubeconfig = api.kubeconfig(topo.workdir / "kubeconfig")
-    yield Cluster(topo, api, kubeconfig)
-    api.stop()
+        kube.add_node(f"{ns}-node-{i}")
+        kube.add_pod(ns, f"pod-{i}", f"{ns}-node-{i}", {"app": "vip-sidecar"},
+                     service_account=RELEASE)
+    kubeconfig = kube.kubeconfig(topo.workdir / "kubeconfig", token=token, server=proxy.url)
+    yield Cluster(topo, kube, proxy, ns, kubeconfig, f"system:serviceaccount:{ns}:{RELEASE}")
 
 
 def vip_of(cl: Cluster) -> str:
@@ -119,15 +139,15 @@ def test_carp_winner_holds_the_lease_and_label_and_both_flip_on_failover(cluster
     cl, (h1, h2) = cluster, cluster.topo.hosts
     a, b = up_as_master(cl)
     time.sleep(0.5)  # let the startup events land
-    n0 = len(cl.api.requests)
+    since = time.time()
     time.sleep(3)
-    steady = [r.triple for r in cl.api.requests[n0:]]
+    steady = [r.triple for r in cl.kube.requests_by(cl.user, since=since)]
     # steady state: the master renews (one PUT per ~second), the backup is silent
     assert set(steady) == {("coordination.k8s.io", "leases", "update")}, steady
     assert 1 <= len(steady) <= 4, steady
     assert b.state() == "BACKUP" and not has_vip(h2, cl)
     assert cl.transitions() == 0
-    assert cl.api.pod_labels(NS, "pod-1")["app"] == "vip-sidecar"  # other labels kept
+    assert cl.kube.pod_labels(cl.ns, "pod-1")["app"] == "vip-sidecar"  # other labels kept
 
     # crash: kill -9 leaves no chance to release anything
     t0 = time.time()
@@ -160,7 +180,7 @@ def test_carp_winner_holds_the_lease_and_label_and_both_flip_on_failover(cluster
     wait_for(lambda: cl.holder() == "pod-1" and cl.label(0) == "master", 3, what="lease back")
     assert cl.transitions() == 2 and cl.label(1) == "backup"
     assert has_vip(h1, cl) and not has_vip(h2, cl)
-    reasons = [e["reason"] for e in cl.api.events(NS)]
+    reasons = [e["reason"] for e in cl.events()]
     assert reasons.count("BecameMaster") == 3
     print(f"\nkill -9 -> new master with lease after {took:.2f}s (CARP alone: "
           f"{CARP_DEAD_B:.2f}s); SIGTERM handover {handover:.2f}s")
@@ -180,11 +200,11 @@ def test_split_brain_only_the_lease_holder_claims_the_vip(cluster):
     assert a.state() == "MASTER" and has_vip(h1, cl)
     assert cl.holder() == "pod-1" and cl.transitions() == 0
     why = b.vip()["last_failure"]
-    assert why.startswith("promotion vetoed by kubernetes: lease vip-system/vip-sidecar-web "
+    assert why.startswith(f"promotion vetoed by kubernetes: lease {cl.ns}/vip-sidecar-web "
                           "is held by pod-1"), why
     vetoes = messages(b, "veto")
     assert len(vetoes) >= 2 and all("held by pod-1" in m for m in vetoes)
-    refused = [e for e in cl.api.events(NS) if e["reason"] == "PromotionRefused"]
+    refused = [e for e in cl.events() if e["reason"] == "PromotionRefused"]
     assert refused and refused[0]["involvedObject"]["name"] == "pod-2"
 
 
@@ -212,7 +232,7 @@ def test_apiserver_hang_failsafe_keeps_the_vip_for_the_lease_then_steps_down(clu
     wait_for(lambda: cl.holder() == "pod-1", 5, what="lease")
     time.sleep(1.5)  # let a renew: the term then runs from a fresh renewal
     t0 = time.time()
-    cl.api.set_outage("hang")
+    cl.proxy.set("hang")
     samples = []
     while a.became("BACKUP", after=t0) is None and time.time() - t0 < 12:
         samples.append((time.time() - t0, has_vip(h1, cl), b.state()))
@@ -242,7 +262,7 @@ def test_apiserver_hang_failsafe_keeps_the_vip_for_the_lease_then_steps_down(clu
         time.sleep(0.2)
     # the apiserver is back: one node takes the lease and the VIP
     t1 = time.time()
-    cl.api.set_outage(None)
+    cl.proxy.set(None)
     wait_for(lambda: "MASTER" in (a.state(), b.state()), 15, what="a master again")
     master, index = (a, 0) if a.state() == "MASTER" else (b, 1)
     wait_for(lambda: cl.holder() == f"pod-{index + 1}", 5, what="holder is the master")
@@ -259,7 +279,7 @@ def test_apiserver_refused_demote_policy_steps_down_at_once(cluster):
     b = cl.start(1, SKEW_B, kube=kube)
     wait_for(lambda: b.state() == "BACKUP", 20, what="b BACKUP")
     t0 = time.time()
-    cl.api.set_outage("refuse")
+    cl.proxy.set("refuse")
     stepped = wait_for(lambda: a.became("BACKUP", after=t0), 6, what="a steps down") - t0
     # next renewal (1 s) + the runtime's tick (1 s) + the failing call
     assert stepped <= 1 + 1.1 + 1 + 0.5

@@ -5,11 +5,12 @@ to make one that is not there; the fake apiserver tests check that the requests 
 really sends match the table). Here the table is compared, as (group, resource, verb)
 sets and with exact equality, with:
 
-* the chart's Role/ClusterRole as the real Helm library renders them (helm-sdkpy via
-  tests/integration/helmutil.py; skipped where no Python 3.12 is available), with and
-  without node labelling;
-* the rbac.yaml template itself, parsed without Helm (always runs), so a CI without the
-  Helm venv still notices a drift.
+* the chart's Role/ClusterRole as the real helm CLI renders them (`helm template`), with
+  and without node labelling;
+* the rbac.yaml template itself, parsed without Helm.
+
+What the real authorizer then allows a token of the installed chart is in
+test_helm_release.py.
 """
 
 from __future__ import annotations
@@ -95,16 +96,8 @@ def test_template_parsing_really_sees_the_rules():
 
 
 # ------------------------------------------------------------------ real Helm
-@pytest.fixture(scope="module")
-def helm() -> None:
-    try:
-        helmutil.ensure_helm_venv()
-    except helmutil.HelmUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.helm
-def test_rendered_rbac_with_node_labels_equals_every_provider_call(helm):
+def test_rendered_rbac_with_node_labels_equals_every_provider_call():
     manifests = helmutil.render_chart([EXAMPLE])
     role, cluster = rbac(manifests)
     assert role == rbac_triples(NAMESPACED_CALLS)
@@ -122,7 +115,7 @@ def test_rendered_rbac_with_node_labels_equals_every_provider_call(helm):
 
 
 @pytest.mark.helm
-def test_rendered_rbac_without_node_labels_has_no_cluster_role(helm):
+def test_rendered_rbac_without_node_labels_has_no_cluster_role():
     manifests = helmutil.render_chart(set_values={"vips": [
         {"vhid": 7, "addr": "192.0.2.1", "providers": [{"name": "kubernetes"}]}]})
     role, cluster = rbac(manifests)
@@ -132,7 +125,7 @@ def test_rendered_rbac_without_node_labels_has_no_cluster_role(helm):
 
 
 @pytest.mark.helm
-def test_the_example_config_is_accepted_and_covered_by_the_rendered_rbac(helm):
+def test_the_example_config_is_accepted_and_covered_by_the_rendered_rbac():
     manifests = helmutil.render_chart([EXAMPLE])
     config = yaml.safe_load(helmutil.one(manifests, "ConfigMap")["data"]["config.yaml"])
     role, cluster = rbac(manifests)

@@ -1,6 +1,6 @@
 """The Kubernetes provider's decisions, with an injectable clock and no sleeping.
 
-The provider talks to `StoreApi`: the fake apiserver's object store called in-process
+The provider talks to `StoreApi`: an in-memory object store (tests/unit/k8s_store.py)
 (same 409/404/validation semantics as over HTTP), plus switches for outages, 403s and
 writes injected between our read and our write (races). Its sleep advances a FakeClock,
 so a 10 s lease expires in microseconds of real time.
@@ -35,8 +35,8 @@ from providers.kubernetes.api import (
 )
 from providers.kubernetes.publish import AGGREGATE_AFTER, COMBINED, SPAM_BURST, SPAM_REFILL_S
 from sidecar.config import ProviderSpec, build_config
-from tests.k8sfake.store import ApiError, Store
 from tests.unit.fakes import FakeClock
+from tests.unit.k8s_store import ApiError, Store
 
 NS = "ns"
 LEASE = "vip-sidecar-vhid5"

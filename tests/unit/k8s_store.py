@@ -1,6 +1,11 @@
-"""The object store of the fake apiserver: exactly the semantics the provider relies on.
+"""An in-memory object store for the Kubernetes provider's clock-controlled unit tests.
 
-TEST DOUBLE. Not a Kubernetes implementation: it keeps Leases, Pods, Nodes and Events
+TEST DOUBLE, kept on purpose: the unit tests drive the provider with a fake clock (a 10 s
+lease expires in microseconds) and inject writes between its read and its write at an exact
+point, which a real apiserver cannot do. Every behaviour over the wire is tested against the
+real kube-apiserver (tests/k8s, tests/integration/test_kubernetes_*.py).
+
+Not a Kubernetes implementation: it keeps Leases, Pods, Nodes and Events
 in memory with the apiserver's optimistic concurrency (a cluster-wide resourceVersion,
 409 Conflict on a stale one, 409 AlreadyExists on create), merge-patch of labels, and
 the Lease/Event field validation that would make a real apiserver reject a request.
