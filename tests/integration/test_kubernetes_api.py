@@ -255,6 +255,38 @@ async def test_a_stopped_apiserver_is_an_outage_and_recovery_is_seen(kube, bed, 
     await a.close()
 
 
+async def test_a_killed_apiserver_costs_the_lease_term_then_recovery(kube, bed, tmp_path):
+    """SIGKILL the real kube-apiserver under a MASTER (etcd keeps the data): failsafe steps
+    down inside its term, and once a new apiserver process serves, the lease is taken again
+    with the state etcd kept (leaseTransitions continues)."""
+    ns, token = bed
+    a, ca = provider(kube, ns, token, tmp_path, "a", lease_duration=4, renew_interval=1,
+                     request_timeout=0.5)
+    await a.pre_master(ca)
+    await a.up(ca)
+    before = kube.lease(ns, LEASE)["spec"]
+    kube.kill_apiserver()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="apiserver_outage=failsafe"):
+            await run_checks(a, ca, 10.0)
+        assert time.monotonic() - t0 <= 4.0
+        await a.down(ca)  # fails fast: connection refused; retried in the background
+    finally:
+        started = time.monotonic()
+        await asyncio.to_thread(kube.start_apiserver)
+        restart_s = time.monotonic() - started
+    assert await wait_until(lambda: kube.holder(ns, LEASE) is None, 10)
+    await a.pre_master(ca)
+    await a.up(ca)
+    after = kube.lease(ns, LEASE)["spec"]
+    assert after["holderIdentity"] == "pod-a"
+    assert after["acquireTime"] != before["acquireTime"]
+    print(f"\nkube-apiserver restart took {restart_s:.1f}s")
+    await a.down(ca)
+    await a.close()
+
+
 async def test_throttling_and_5xx_during_promotion(kube, bed, tmp_path, make_proxy):
     """A burst of 429/5xx while a BACKUP asks for the lease: today the promotion is vetoed
     (the runtime retries after its hold-down); it never claims what it cannot confirm."""

@@ -10,6 +10,9 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CACHE=${VIP_SIDECAR_K8S_CACHE:-/var/cache/vip-sidecar/k8s}
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
+# one build at a time (parallel test runs call this too)
+exec 9>"$CACHE/.lock"
+flock 9
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "k8s-build: no go toolchain on PATH" >&2; exit 1; }

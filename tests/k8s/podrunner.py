@@ -11,7 +11,10 @@ container of the rendered DaemonSet and runs the image with
 * the volumes: the ConfigMap and the Secret as files with the Secret's defaultMode (group
   fsGroup), emptyDirs as tmpfs, and the ServiceAccount token, CA and namespace at
   /var/run/secrets/kubernetes.io/serviceaccount where the in-cluster client looks.
-What differs from a kubelet: no probes are run, no restarts, no cgroup limits.
+What differs from a kubelet: no probes are run, no restarts, no cgroup limits. The OCI
+runtime is runc: crun 1.8 (Debian's default for podman) refuses this machine's hybrid
+cgroup layout, and podman's default rlimits exceed the hard limits set here, so the pods
+run with lower ones (nofile 1024, nproc 4096).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ class PodmanEnv:
     runroot: Path
 
     def cmd(self, *args: str) -> list[str]:
-        return ["podman", "--root", str(self.root), "--runroot", str(self.runroot),
-                "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
-                "--events-backend", "file", *args]
+        return ["podman", "--runtime", "runc", "--root", str(self.root),
+                "--runroot", str(self.runroot), "--storage-driver", "vfs",
+                "--cgroup-manager", "cgroupfs", "--events-backend", "file", *args]
 
     def run(self, *args: str, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -59,7 +62,8 @@ def pod_args(manifests: list[dict[str, Any]], *, netns: str, host_ip: str, node:
     (c,) = spec["containers"]
     sc = c.get("securityContext") or {}
     psc = spec.get("securityContext") or {}
-    opts = ["--network", f"ns:/run/netns/{netns}", "--cap-drop", "ALL"]
+    opts = ["--network", f"ns:/run/netns/{netns}", "--cap-drop", "ALL",
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
     for cap in (sc.get("capabilities") or {}).get("add", []):
         opts += ["--cap-add", f"CAP_{cap}"]
     uid = sc.get("runAsUser", psc.get("runAsUser"))
