@@ -268,7 +268,7 @@ async def test_a_killed_apiserver_costs_the_lease_term_then_recovery(kube, bed, 
     kube.kill_apiserver()
     try:
         t0 = time.monotonic()
-        with pytest.raises(RuntimeError, match="apiserver_outage=failsafe"):
+        with pytest.raises(OwnershipLost, match="apiserver_outage=failsafe"):
             await run_checks(a, ca, 10.0)
         assert time.monotonic() - t0 <= 4.0
         await a.down(ca)  # fails fast: connection refused; retried in the background
