@@ -248,6 +248,8 @@ class ControlPlane:
             f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json", "--audit-log-mode=blocking",
             "--enable-priority-and-fairness=false",
+            # the "kubernetes" Service endpoints would need a non-loopback address
+            "--endpoint-reconciler-type=none",
             "--event-ttl=1h",
             "-v=1",
         ])

@@ -6,7 +6,8 @@ apiserver, except while a fault is set:
 
 * ``status``: answer ``code`` (500, 503, 429, ...) with a Kubernetes Status body, and
   ``Retry-After`` when given;
-* ``slow``: forward after ``delay`` seconds;
+* ``slow``: forward after ``delay`` seconds; ``late``: forward at once, answer ``delay``
+  seconds later (two clients then read the same state and write after it);
 * ``hang``: hold the request until the fault is cleared (or the client gives up);
 * ``reset``: drop the TCP connection without an answer;
 * ``refuse``: stop listening (connection refused), until cleared.
@@ -35,12 +36,13 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "cont
 
 @dataclass
 class Fault:
-    kind: str  # status | slow | hang | reset | refuse
+    kind: str  # status | slow | late | hang | reset | refuse
     code: int = 503
     delay: float = 0.0
     retry_after: float | None = None
     count: int | None = None
     match: str = ""
+    method: str = ""  # only requests with this method (e.g. "GET"), all when empty
 
 
 class FaultProxy:
@@ -55,6 +57,7 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._released = asyncio.Event()
         self._site: web.TCPSite | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
@@ -110,6 +113,10 @@ class FaultProxy:
         if fault and fault.kind == "refuse" and self._site is not None:
             await self._site.stop()
             self._site = None
+            # kept-alive connections would still be served: a refusing server has none
+            for transport in self._transports:
+                transport.abort()
+            self._transports.clear()
         if (fault is None or fault.kind != "refuse") and was and was.kind == "refuse":
             await self._listen()
 
@@ -118,9 +125,9 @@ class FaultProxy:
         await self._runner.cleanup()
         await self._client.close()
 
-    def _take(self, path: str) -> Fault | None:
+    def _take(self, method: str, path: str) -> Fault | None:
         f = self.fault
-        if f is None or (f.match and f.match not in path):
+        if f is None or (f.match and f.match not in path) or (f.method and f.method != method):
             return None
         if f.count is not None:
             f.count -= 1
@@ -131,7 +138,9 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.seen += 1
-        fault = self._take(request.path_qs)
+        if request.transport is not None:
+            self._transports.add(request.transport)
+        fault = self._take(request.method, request.path_qs)
         if fault is not None:
             if fault.kind == "status":
                 headers = {}
@@ -152,8 +161,13 @@ class FaultProxy:
                 await asyncio.sleep(fault.delay)
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        # never add a Content-Type the client did not send: the kubernetes client sends
+        # none on creates, and the apiserver then reads JSON (octet-stream would be a 415)
         async with self._client.request(request.method, self.upstream + request.path_qs,
-                                        data=body or None, headers=headers) as up:
+                                        data=body or None, headers=headers,
+                                        skip_auto_headers=("Content-Type",)) as up:
             data = await up.read()
             out = {k: v for k, v in up.headers.items() if k.lower() not in HOP}
-            return web.Response(status=up.status, body=data, headers=out)
+        if fault is not None and fault.kind == "late":
+            await asyncio.sleep(fault.delay)
+        return web.Response(status=up.status, body=data, headers=out)
