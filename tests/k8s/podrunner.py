@@ -101,7 +101,7 @@ def pod_args(manifests: list[dict[str, Any]], *, netns: str, host_ip: str, node:
         target = mount["mountPath"]
         ro = ":ro" if mount.get("readOnly") else ""
         if "emptyDir" in vol:
-            mode = "1777" if target == "/tmp" else "0770"
+            mode = "1777" if target == "/tmp" else "0777"  # what the kubelet makes
             opts += ["--tmpfs", f"{target}:rw,mode={mode}"]
             continue
         src = files / mount["name"]
