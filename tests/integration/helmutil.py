@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -125,20 +126,45 @@ def values_file(values: Mapping[str, Any]) -> Iterator[str]:
         yield fh.name
 
 
+# `helm template` renders NOTES.txt but never prints it; this template, added to a copy of
+# the chart, carries the rendered notes out as a ConfigMap value
+_NOTES_TEMPLATE = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: vip-sidecar-tests-rendered-notes
+data:
+  NOTES.txt: {{ include (print .Chart.Name "/templates/NOTES.txt") . | toJson }}
+"""
+_NOTES_NAME = "vip-sidecar-tests-rendered-notes"
+
+
 def render_chart(
     values_files: list[str] | None = None,
     set_values: dict[str, Any] | None = None,
     *,
     release: str = RELEASE,
     namespace: str = NAMESPACE,
-) -> list[dict[str, Any]]:
+    with_notes: bool = False,
+) -> Any:
     """`helm template`: the rendered manifests as dicts. Relative values files are tried
     against the chart directory too (e.g. "examples/values-aws.yaml"); set_values is
-    layered last, dotted keys allowed like `--set`. HelmError carries helm's message."""
-    with values_file(merged_values(values_files, set_values)) as vf:
-        out = helm("template", release, str(CHART), "--namespace", namespace, "-f", vf,
+    layered last, dotted keys allowed like `--set`. HelmError carries helm's message.
+    with_notes=True returns (manifests, the rendered NOTES.txt)."""
+    with contextlib.ExitStack() as stack:
+        chart = CHART
+        if with_notes:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vip-chart-")))
+            chart = tmp / CHART.name
+            shutil.copytree(CHART, chart)
+            (chart / "templates" / "zz-test-notes.yaml").write_text(_NOTES_TEMPLATE)
+        vf = stack.enter_context(values_file(merged_values(values_files, set_values)))
+        out = helm("template", release, str(chart), "--namespace", namespace, "-f", vf,
                    "--kube-version", kube_version()).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    docs = [doc for doc in yaml.safe_load_all(out) if doc]
+    if not with_notes:
+        return docs
+    notes = next(d for d in docs if d["metadata"]["name"] == _NOTES_NAME)
+    return [d for d in docs if d is not notes], notes["data"]["NOTES.txt"]
 
 
 def lint_chart(values_files: list[str] | None = None,

@@ -444,6 +444,15 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
     assert not [w for w in config.warnings if "readable by others" in w]
 
 
+def test_notes() -> None:
+    _, notes = render_chart(with_notes=True)
+    assert "kubectl -n vip-system exec ds/vip-vip-sidecar -- vip-sidecar status" in notes
+    assert "192.0.2.10 is a documentation address" in notes
+    _, notes = render_chart([EXAMPLES["alias"]], with_notes=True)
+    assert "documentation address" not in notes
+    assert "ingress: 10.20.0.100 (vhid 51, interface eth0)" in notes
+
+
 def test_readme_documents_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())

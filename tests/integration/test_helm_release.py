@@ -42,7 +42,8 @@ def test_install_upgrade_uninstall_with_the_real_helm(kube, kube_ns, tmp_path):
     live = objects(kube, ns, release["manifest"])
     kinds = sorted(d["kind"] for d, _ in live)
     assert kinds == ["ConfigMap", "DaemonSet", "Role", "RoleBinding", "Secret",
-                     "ServiceAccount"], kinds
+                     "ServiceAccount", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding"], kinds
     assert all(obj is not None for _, obj in live), [d["kind"] for d, o in live if o is None]
     ds = kube.get(f"/apis/apps/v1/namespaces/{ns}/daemonsets/{RELEASE}")
     assert ds["status"].get("currentNumberScheduled", 0) == 0  # no controller: no pods
@@ -129,9 +130,12 @@ def test_the_chart_token_can_do_the_call_table_and_nothing_else(kube, tmp_path, 
     kube.add_node(other)
     kube.add_pod(ns, "pod-a", node)
     kubeconfig = kube.kubeconfig(tmp_path / "admin")
-    helmutil.install(kubeconfig, ns, set_values={"kubernetes": {"labelNode": label_node}},
-                     release=RELEASE)
+    vips = [{"name": "web", "vhid": 7, "addr": "192.0.2.1",
+             "providers": [{"name": "kubernetes", "label_node": label_node}]}]
+    helmutil.install(kubeconfig, ns, set_values={"kubernetes": {"labelNode": label_node},
+                                                 "vips": vips}, release=RELEASE)
     token = kube.service_account_token(ns, RELEASE)
+    lease = "vip-sidecar-web"  # the only Lease the Role names for get/update
     wanted = rbac_triples(API_CALLS if label_node else NAMESPACED_CALLS)
 
     # the review for the token equals the chart's Role (plus what everyone may do)
@@ -144,16 +148,21 @@ def test_the_chart_token_can_do_the_call_table_and_nothing_else(kube, tmp_path, 
     # every call of the table is allowed ...
     for group, resource, verb in sorted(wanted):
         scoped = ns if (group, resource, verb) not in rbac_triples(NODE_CALLS) else ""
-        assert access(kube, token, verb, group, resource, scoped), (group, resource, verb)
+        name = lease if (resource, verb) in (("leases", "get"), ("leases", "update")) else ""
+        assert access(kube, token, verb, group, resource, scoped, name), (group, resource, verb)
+    # ... the Lease by its name only
+    assert not access(kube, token, "get", "coordination.k8s.io", "leases", ns, "other")
+    assert not access(kube, token, "update", "coordination.k8s.io", "leases", ns, "other")
     # ... and the real server says 403 to calls outside it
-    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-             "metadata": {"name": "vip-sidecar-x", "namespace": ns},
-             "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 10}}
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "vip-sidecar-x", "namespace": ns},
+            "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 10}}
     code, _ = kube.request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-                           lease, token=token, ok=())
-    assert code == 201
+                           body, token=token, ok=())
+    assert code == 201  # create cannot be limited by name (the name is in the body)
     denied = [
         ("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/vip-sidecar-x", None),
+        ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/vip-sidecar-x", None),
         ("GET", f"/api/v1/namespaces/{ns}/secrets", None),
         ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", None),  # list
         ("DELETE", f"/api/v1/namespaces/{ns}/pods/pod-a", None),

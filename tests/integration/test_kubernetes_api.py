@@ -95,28 +95,19 @@ async def test_full_cycle_uses_exactly_the_declared_calls(kube, bed, tmp_path):
     await b.pre_master(cb)
     await b.up(cb)
     took = time.monotonic() - t0
-<<<<<<< HEAD
     # b last saw the lease change at a's last renewal (<= 0.5 s before): 2 s lease from
     # then, plus a poll and the calls
     assert 1.0 <= took <= 2 + 0.5 + 0.5
-    lease = apiserver.lease(NS, LEASE)["spec"]
-=======
-    assert took <= 2 + 1 + 0.5 + 0.5  # lease + clock-skew allowance + poll + calls
     lease = kube.lease(ns, LEASE)["spec"]
->>>>>>> ac0f14f (k8s_real: build kube-apiserver, etcd and helm from Go modules; control plane, fault proxy and pod runner for the tests; provider, helm and image tests against the real apiserver; helm-sdkpy venv replaced by the helm CLI; tests/k8sfake removed (its store stays as the unit tests' clock-controlled double))
     assert lease["holderIdentity"] == "pod-b" and lease["leaseTransitions"] == 1
     assert kube.pod_labels(ns, "pod-a")[KEY] == "backup"
     assert kube.pod_labels(ns, "pod-b")[KEY] == "master"
     assert kube.node_labels(f"{ns}-node-b")[KEY] == "master"
     assert kube.pod_labels(ns, "pod-a")["app"] == "vip-sidecar"  # merge, not replace
     await b.down(cb)
-<<<<<<< HEAD
-    assert apiserver.holder(NS, LEASE) is None
+    assert kube.holder(ns, LEASE) is None
     await b.down(cb)  # BACKUP -> BACKUP twice: the repeat is a count patch of one Event
     await b.down(cb)
-=======
-    assert kube.holder(ns, LEASE) is None
->>>>>>> ac0f14f (k8s_real: build kube-apiserver, etcd and helm from Go modules; control plane, fault proxy and pod runner for the tests; provider, helm and image tests against the real apiserver; helm-sdkpy venv replaced by the helm CLI; tests/k8sfake removed (its store stays as the unit tests' clock-controlled double))
     for p in (a, b):
         await p.preflight()
         await p.close()
@@ -292,27 +283,34 @@ async def test_a_killed_apiserver_costs_the_lease_term_then_recovery(kube, bed, 
     await a.close()
 
 
-async def test_throttling_and_5xx_during_promotion(kube, bed, tmp_path, make_proxy):
-    """A burst of 429/5xx while a BACKUP asks for the lease: today the promotion is vetoed
-    (the runtime retries after its hold-down); it never claims what it cannot confirm."""
+async def test_throttling_5xx_and_resets_during_promotion(kube, bed, tmp_path, make_proxy):
+    """Transient trouble while a BACKUP asks for the lease: retried within the promotion's
+    budget, honouring Retry-After; only trouble that outlasts the budget refuses, and a
+    node never claims what it could not confirm."""
     ns, token = bed
     proxy = make_proxy()
     b, cb = provider(kube, ns, token, tmp_path, "b", server=proxy.url)
     await b.init()
     proxy.set("status", code=429, retry_after=1, count=1)
+    t0 = time.monotonic()
+    await b.pre_master(cb)
+    assert time.monotonic() - t0 >= 1.0  # waited as the apiserver asked
+    assert kube.holder(ns, LEASE) == "pod-b"
+    await b.down(cb)
+    for fault in (("status", {"code": 503, "count": 3}), ("reset", {"count": 2}),
+                  ("slow", {"delay": 0.3, "count": 2})):
+        proxy.set(fault[0], **fault[1])
+        await b.pre_master(cb)
+        assert kube.holder(ns, LEASE) == "pod-b", fault
+        await b.down(cb)
+        assert kube.holder(ns, LEASE) is None
+    # an outage longer than the budget: refused, nothing claimed
+    proxy.set("status", code=503)
     with pytest.raises(Veto, match="apiserver unreachable"):
         await b.pre_master(cb)
-    assert kube.holder(ns, LEASE) is None
-    proxy.set("reset", count=1)
-    with pytest.raises(Veto):
-        await b.pre_master(cb)
-    assert kube.holder(ns, LEASE) is None
-    proxy.set("slow", delay=0.3)
-    await b.pre_master(cb)  # slow but inside request_timeout: fine
     proxy.set(None)
-    assert kube.holder(ns, LEASE) == "pod-b"
-    assert proxy.injected >= 3
-    await b.down(cb)
+    assert kube.holder(ns, LEASE) is None
+    assert proxy.injected >= 1 + 3 + 2 + 2
     await b.close()
 
 

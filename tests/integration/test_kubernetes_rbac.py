@@ -154,7 +154,7 @@ def lease_names(manifests: list[dict[str, Any]]) -> tuple[set[str], set[Triple]]
 
 
 @pytest.mark.helm
-def test_lease_get_and_update_are_restricted_to_the_names_the_provider_uses(helm):
+def test_lease_get_and_update_are_restricted_to_the_names_the_provider_uses():
     vips = [
         {"vhid": 7, "addr": "192.0.2.1", "name": "Web.VIP_1", "providers": ["kubernetes"]},
         {"vhid": 8, "addr": "192.0.2.2", "providers": [{"name": "kubernetes", "lease_name": "x"}]},
@@ -186,7 +186,7 @@ def test_lease_get_and_update_are_restricted_to_the_names_the_provider_uses(helm
 
 
 @pytest.mark.helm
-def test_the_admission_policy_binds_the_sidecars_service_account(helm):
+def test_the_admission_policy_binds_the_sidecars_service_account():
     manifests = helmutil.render_chart([EXAMPLE])
     policy = helmutil.one(manifests, "ValidatingAdmissionPolicy")
     binding = helmutil.one(manifests, "ValidatingAdmissionPolicyBinding")
@@ -207,7 +207,7 @@ def test_the_admission_policy_binds_the_sidecars_service_account(helm):
 
 
 @pytest.mark.helm
-def test_kube_system_is_refused_unless_allowed_and_then_warned_about(helm):
+def test_kube_system_is_refused_unless_allowed_and_then_warned_about():
     with pytest.raises(helmutil.HelmError, match="refusing to install into kube-system"):
         helmutil.render_chart([EXAMPLE], namespace="kube-system")
     _, notes = helmutil.render_chart([EXAMPLE], namespace="kube-system", with_notes=True,
