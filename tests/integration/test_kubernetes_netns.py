@@ -99,7 +99,11 @@ def cluster(make_topo, kube, make_proxy):
     ns = kube.namespace("netns")
     admin = kube.kubeconfig(topo.workdir / "admin")
     # the chart's ServiceAccount, Role and ClusterRole, installed by the real helm
-    helmutil.install(admin, ns, ["examples/values-kubernetes.yaml"], release=RELEASE)
+    # the same VIP as the daemons' config: the Role names exactly its Lease (resourceNames)
+    vips = [{"name": VIP_NAME, "vhid": int(PW[3]), "addr": topo.vip(),
+             "providers": [{"name": "kubernetes", "label_node": True}, "alias"]}]
+    helmutil.install(admin, ns, set_values={"kubernetes": {"labelNode": True}, "vips": vips},
+                     release=RELEASE)
     token = kube.service_account_token(ns, RELEASE)
     for i in (1, 2):
         kube.add_node(f"{ns}-node-{i}")
