@@ -43,15 +43,33 @@ def parse_group(value: Any) -> int:
         ) from None
 
 
+def _stat(path: Path) -> os.stat_result:
+    # a directory we may not search (e.g. 0770 root-owned, as a non-root daemon) is a
+    # config problem to name, not a crash
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise SocketPathError(f"cannot use directory {path}: {exc.strerror}") from None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:  # EACCES: Path.is_dir() would raise it on Python 3.11
+        raise SocketPathError(f"cannot use directory {path}: {exc.strerror}") from None
+
+
 def check_directory(path: str, group: int | None = None) -> None:
     """The socket's directory must be owned by root or this user and not be writable by
     others. Where a shared directory would be refused, a private one is made: when the
     socket's directory is missing and its parent is writable by others (a Kubernetes
     emptyDir is always mode 0777, /tmp), it is created 0700 (0750 with the group)."""
     directory = Path(path).parent
-    if not directory.is_dir():
+    if not _is_dir(directory):
         parent = directory.parent
-        if not parent.is_dir() or not parent.stat().st_mode & stat.S_IWOTH:
+        if not _is_dir(parent) or not _stat(parent).st_mode & stat.S_IWOTH:
             raise SocketPathError(f"directory {directory} does not exist")
         try:
             directory.mkdir(mode=0o700)
@@ -64,7 +82,7 @@ def check_directory(path: str, group: int | None = None) -> None:
             pass  # raced with someone: the ownership check below decides
         except OSError as exc:
             raise SocketPathError(f"cannot create directory {directory}: {exc.strerror}") from None
-    st = directory.stat()
+    st = _stat(directory)
     if st.st_uid not in (0, os.geteuid()):
         raise SocketPathError(
             f"directory {directory} is owned by uid {st.st_uid}, not by root or this user"

@@ -178,3 +178,29 @@ def test_relative_path_is_made_absolute(private_dir, monkeypatch):
     bound.sock.close()
     bound.remove()
     assert bound.path == str(private_dir / "s.sock") and not (private_dir / "s.sock").exists()
+
+
+@ROOT
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin")
+def test_a_directory_the_daemon_may_not_search_is_one_line_not_a_traceback():
+    """Found by running the image as the chart's non-root user on a 0770 root-owned run
+    directory: stat() of the socket's directory raised PermissionError out of bind()."""
+    import subprocess
+
+    d = tempfile.mkdtemp(prefix="vs-search-", dir="/tmp")
+    os.chmod(d, 0o755)
+    # the module alone (stdlib only), where the unprivileged user can read it
+    shutil.copy(unixsock.__file__, f"{d}/unixsock.py")
+    os.mkdir(f"{d}/run", 0o770)  # root's, no access for others
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import unixsock\n"
+             "try:\n    unixsock.bind(sys.argv[2])\n"
+             "except unixsock.SocketPathError as exc:\n    print('refused:', exc)\n")
+    try:
+        done = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", probe, d, f"{d}/run/ctl/status.sock"],
+            user=65534, group=65534, extra_groups=[], capture_output=True, text=True,
+            timeout=60)
+    finally:
+        shutil.rmtree(d)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.startswith("refused: cannot use directory"), done.stdout
