@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -46,12 +48,15 @@ def bed(kube, kube_ns, tmp_path):
 
 
 def provider(kube, ns: str, token: str, tmp: Path, n: str, server: str | None = None,
+             wall: Callable[[], datetime] | None = None,
              **opts) -> tuple[KubernetesProvider, VipContext]:
+    """wall: the node's wall clock (issue 18's skew tests inject one)."""
     kubeconfig = kube.kubeconfig(tmp / f"kubeconfig-{n}", token=token, server=server)
     options = {"kubeconfig": kubeconfig, "lease_duration": 2, "renew_interval": 0.5,
                "request_timeout": 1.0, **opts}
     env = {"POD_NAME": f"pod-{n}", "NODE_NAME": f"{ns}-node-{n}", "POD_NAMESPACE": ns}
-    p = KubernetesProvider(ProviderSpec("kubernetes", options, 10.0), VIP, CONFIG, environ=env)
+    p = KubernetesProvider(ProviderSpec("kubernetes", options, 10.0), VIP, CONFIG, environ=env,
+                           wall=wall)
     return p, VipContext(VIP, f"node-{n}", reason="master_down")
 
 
