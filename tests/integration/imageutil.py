@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,8 +156,10 @@ def ensure_base_image() -> str:
 
 
 def project_version() -> str:
-    with open(REPO / "pyproject.toml", "rb") as fh:
-        return str(tomllib.load(fh)["project"]["version"])
+    # the version lives in one place, sidecar/__init__.py (pyproject reads it dynamically)
+    from sidecar import __version__
+
+    return __version__
 
 
 def image_bytes(ref: str) -> int:
