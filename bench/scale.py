@@ -230,6 +230,14 @@ def run_one(topo: Topology, kind: str, n: int, window: float) -> dict[str, Any]:
     try:
         cap = Capture(topo, h3)  # from the start: the start-up phase is reported too
         master = side(h1, MASTER_SKEW, "m")
+        # the backup starts once h1 is master of everything: without preempt, a backup
+        # whose process happened to come up first would keep what it took
+        wait_for(
+            lambda: master.states().count("MASTER") == n,
+            30 + n / 5,
+            interval=0.5,
+            what=f"{kind} x{n}: h1 master of every VHID",
+        )
         backup = side(h2, BACKUP_SKEW, "b")
         wait_for(
             lambda: (
