@@ -24,6 +24,7 @@ from sidecar import cli
 from sidecar import config as cfgmod
 from tests.integration import helmutil
 from tests.integration.helmutil import HelmError, by_kind, one, render_chart
+from tests.k8s.podrunner import container_env
 
 pytestmark = pytest.mark.helm
 
@@ -380,16 +381,7 @@ def _pod_env(container: dict[str, Any], namespace: str) -> dict[str, str]:
         "metadata.name": "vip-abcde",
         "metadata.namespace": namespace,
     }
-    env: dict[str, str] = {}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = re.sub(
-                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
-            )
-        else:
-            ref = item["valueFrom"]["fieldRef"]["fieldPath"]
-            env[item["name"]] = fields[ref]
-    return env
+    return container_env(container, fields)
 
 
 @pytest.mark.parametrize("values_file", CASES)

@@ -25,18 +25,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import urllib3
+
+from testbed.harness import free_port, wait_for
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build.sh"
@@ -56,12 +56,6 @@ def binaries() -> Path:
     if done.returncode != 0:
         raise ControlPlaneError(f"tests/k8s/build.sh failed:\n{done.stderr[-4000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------ PKI
@@ -214,7 +208,7 @@ class ControlPlane:
             "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
             "--log-level", "warn",
         ])
-        self._wait(lambda: self._etcd_healthy(), 30, "etcd /health")
+        wait_for(self._etcd_healthy, 30, interval=0.2, what="etcd /health")
 
     def _etcd_healthy(self) -> bool:
         try:
@@ -253,7 +247,7 @@ class ControlPlane:
             "--event-ttl=1h",
             "-v=1",
         ])
-        self._wait(self.ready, 120, "kube-apiserver /readyz")
+        wait_for(self.ready, 120, interval=0.2, what="kube-apiserver /readyz")
 
     def ready(self) -> bool:
         proc = self.procs.get("kube-apiserver")
@@ -270,15 +264,6 @@ class ControlPlane:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
-    @staticmethod
-    def _wait(pred: Any, timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return
-            time.sleep(0.2)
-        raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what}")
-
     def start(self) -> ControlPlane:
         self.start_etcd()
         self.start_apiserver()
@@ -291,11 +276,6 @@ class ControlPlane:
         proc = self.procs["kube-apiserver"]
         proc.kill()
         proc.wait(10)
-
-    def restart_apiserver(self) -> None:
-        with contextlib.suppress(Exception):
-            self.kill_apiserver()
-        self.start_apiserver()
 
     def stop(self) -> None:
         for name in ("kube-apiserver", "etcd"):
@@ -474,12 +454,3 @@ class ControlPlane:
                     and "dryRun" not in e.uri):
                 out.append((e.at, e.request.get("spec", {}).get("holderIdentity")))
         return out
-
-
-@contextlib.contextmanager
-def running() -> Iterator[ControlPlane]:
-    cp = ControlPlane(binaries()).start()
-    try:
-        yield cp
-    finally:
-        cp.stop()

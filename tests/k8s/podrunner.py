@@ -53,6 +53,21 @@ def _by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]
     return [m for m in manifests if m.get("kind") == kind]
 
 
+def container_env(container: dict[str, Any], fields: dict[str, str],
+                  base: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: `value`s with $(VAR)
+    expanded from the variables before them, `fieldRef`s from `fields`."""
+    env = dict(base or {})
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)",
+                                       lambda m: env.get(m.group(1), m.group(0)),
+                                       str(item["value"]))
+        else:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
 def pod_args(manifests: list[dict[str, Any]], *, netns: str, host_ip: str, node: str,
              pod: str, namespace: str, files: Path, api: tuple[str, int], token: str,
              ca: str) -> tuple[list[str], list[str]]:
@@ -81,15 +96,8 @@ def pod_args(manifests: list[dict[str, Any]], *, netns: str, host_ip: str, node:
 
     fields = {"status.hostIP": host_ip, "spec.nodeName": node, "metadata.name": pod,
               "metadata.namespace": namespace}
-    env: dict[str, str] = {"KUBERNETES_SERVICE_HOST": api[0],
-                           "KUBERNETES_SERVICE_PORT": str(api[1])}
-    for item in c.get("env", []):
-        if "value" in item:
-            env[item["name"]] = re.sub(r"\$\((\w+)\)",
-                                       lambda m: env.get(m.group(1), m.group(0)),
-                                       str(item["value"]))
-        else:
-            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    env = container_env(c, fields, {"KUBERNETES_SERVICE_HOST": api[0],
+                                    "KUBERNETES_SERVICE_PORT": str(api[1])})
     for name, value in env.items():
         opts += ["--env", f"{name}={value}"]
 
