@@ -10,7 +10,8 @@ end. vip-sidecar is measured in three shapes:
   when the HTTP server or the status socket is enabled);
 * `alias+boto3+k8s`: the same daemon after importing what the aws and kubernetes
   providers load when they are configured (boto3 with an EC2 client, the kubernetes
-  client with CoreV1/CoordinationV1 APIs, providers.aws, providers.kubernetes). A
+  client with CoreV1/CoordinationV1 APIs,
+  vip_sidecar.providers.aws, vip_sidecar.providers.kubernetes). A
   configured aws/kubernetes provider would need IMDS/an API server to start; preloading
   measures the memory those libraries cost without any network.
 
@@ -66,8 +67,8 @@ boto3.session.Session(region_name="us-east-1").client("ec2", endpoint_url="http:
 from kubernetes import client, config
 client.CoordinationV1Api(client.ApiClient(client.Configuration()))
 client.CoreV1Api(client.ApiClient(client.Configuration()))
-import providers.aws, providers.kubernetes
-runpy.run_module("sidecar", run_name="__main__", alter_sys=True)
+import vip_sidecar.providers.aws, vip_sidecar.providers.kubernetes
+runpy.run_module("vip_sidecar", run_name="__main__", alter_sys=True)
 """
 # no credential or metadata look-ups can leave the namespace
 PRELOAD_ENV = {
@@ -113,7 +114,7 @@ def start_ours(
         argv = [sys.executable, *pyflags, "-c", PRELOAD, *args]
         env.update(PRELOAD_ENV)
     else:
-        argv = [sys.executable, *pyflags, "-m", "sidecar", *args]
+        argv = [sys.executable, *pyflags, "-m", "vip_sidecar", *args]
     proc = Proc(host, argv, topo.workdir / f"{name}.log", env=env)
     topo.procs.append(proc)
     return PlainSidecar(proc, host)
@@ -235,13 +236,14 @@ IMPORT_SETS = (
     ("interpreter", ()),
     ("+ asyncio", ("asyncio",)),
     ("+ sidecar runtime, alias provider",
-     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias")),
+     ("asyncio", "vip_sidecar.cli", "vip_sidecar.runtime", "vip_sidecar.providers.alias")),
     ("+ aiohttp, prometheus_client (--http)",
-     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias", "sidecar.http",
-      "sidecar.metrics", "aiohttp", "prometheus_client")),
+     ("asyncio", "vip_sidecar.cli", "vip_sidecar.runtime", "vip_sidecar.providers.alias",
+      "vip_sidecar.http",
+      "vip_sidecar.metrics", "aiohttp", "prometheus_client")),
     ("+ boto3, kubernetes (aws, kubernetes providers)",
-     ("asyncio", "sidecar.cli", "sidecar.runtime", "providers.alias", "boto3",
-      "kubernetes.client", "providers.aws", "providers.kubernetes")),
+     ("asyncio", "vip_sidecar.cli", "vip_sidecar.runtime", "vip_sidecar.providers.alias", "boto3",
+      "kubernetes.client", "vip_sidecar.providers.aws", "vip_sidecar.providers.kubernetes")),
 )  # fmt: skip
 
 

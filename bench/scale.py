@@ -61,8 +61,8 @@ from bench.common import (
     wait_for,
     write_json,
 )
-from sidecar.status_client import fetch_status
 from testbed.harness import SidecarNode
+from vip_sidecar.status_client import fetch_status
 
 NOMINAL = ADVBASE + MASTER_SKEW / 256
 # the alias provider re-reads the interface's addresses every reassert_interval (5 s) per

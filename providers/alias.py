@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from providers.base import Provider, ProviderConfigError, VipContext
-from sidecar import carp, netif, parsing
-from sidecar.config import Config, ProviderSpec, VipConfig
-from sidecar.log import event
+from vip_sidecar import carp, netif, parsing
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.log import event
+from vip_sidecar.providers.base import Provider, ProviderConfigError, VipContext
 
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
 

@@ -2,7 +2,7 @@
 
 A provider is what happens to the world when a node becomes MASTER or BACKUP: an IP
 alias, a cloud API move, a Kubernetes Lease, a script. Providers are configured as an
-ordered list per VIP; the daemon (sidecar.pipeline) calls them in order with a timeout
+ordered list per VIP; the daemon (vip_sidecar.pipeline) calls them in order with a timeout
 each and turns every failure into a value, so a provider can fail or hang but never
 crash the node or delay an advertisement.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
 
 
 class ErrorKind(enum.Enum):

@@ -10,7 +10,7 @@ A name in a config resolves, in this order, to
 Modules are imported only when a provider is configured: boto3 and the kubernetes
 client are heavy, and a node that only needs an alias never loads them.
 
-This module must not import sidecar.config (config validation uses it).
+This module must not import vip_sidecar.config (config validation uses it).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from providers.base import Provider
-    from sidecar.config import Config, ProviderSpec, VipConfig
+    from vip_sidecar.config import Config, ProviderSpec, VipConfig
+    from vip_sidecar.providers.base import Provider
 
 ENTRY_POINT_GROUP = "vip_sidecar.providers"
 
@@ -80,7 +80,7 @@ def _factory(module: Any, where: str) -> Callable[..., Any]:
 
 def load_provider(spec: ProviderSpec, vip: VipConfig, config: Config) -> Provider:
     """Instantiate one configured provider; every problem is a ProviderConfigError."""
-    from providers.base import Provider, ProviderConfigError
+    from vip_sidecar.providers.base import Provider, ProviderConfigError
 
     try:
         factory = resolve(spec.name)

@@ -18,10 +18,10 @@ import signal
 import time
 from typing import Any
 
-from providers.base import Provider, ProviderConfigError, VipContext
-from sidecar import parsing
-from sidecar.config import Config, ProviderSpec, VipConfig
-from sidecar.log import event
+from vip_sidecar import parsing
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.log import event
+from vip_sidecar.providers.base import Provider, ProviderConfigError, VipContext
 
 KILL_GRACE_S = 2.0
 

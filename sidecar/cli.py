@@ -15,15 +15,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from providers import registry
-from sidecar import config as cfgmod
-from sidecar import sources
-from sidecar.config import Config, ConfigError
-from sidecar.launch import EXIT_CONFIG, StartupError, open_everything, run
+from vip_sidecar import config as cfgmod
+from vip_sidecar import sources
+from vip_sidecar.config import Config, ConfigError
+from vip_sidecar.launch import EXIT_CONFIG, StartupError, open_everything, run
+from vip_sidecar.providers import registry
 
 
 def package_version() -> str:
-    from sidecar import __version__
+    from vip_sidecar import __version__
 
     return __version__
 
@@ -273,7 +273,7 @@ def load_config(ns: argparse.Namespace, environ: dict[str, str]) -> Config:
     file_path = getattr(ns, "config", None) or environ.get(cfgmod.ENV_PREFIX + "CONFIG")
     imported: list[str] = []
     if getattr(ns, "interfaces_file", None):
-        from sidecar import interfaces_import
+        from vip_sidecar import interfaces_import
 
         if file_path:
             raise ConfigError("from-interfaces", "cannot be combined with --config")
@@ -325,7 +325,7 @@ def configure_ns(
         only = ns.providers[0]
         del ns.providers
     config = load_config(ns, dict(environ))
-    from sidecar.runtime import build_providers
+    from vip_sidecar.runtime import build_providers
 
     return config, build_providers(config), only
 
@@ -353,18 +353,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vip-sidecar {package_version()}")
         return 0
     if ns.command == "ctl":
-        from sidecar.status_client import control
+        from vip_sidecar.status_client import control
 
         return control(ns.socket, ns.action, ns.vip, ns.hold)
     if ns.command == "status":
-        from sidecar.status_client import print_status
+        from vip_sidecar.status_client import print_status
 
         return print_status(ns.socket, ns.url, ns.json)
     try:
         config, providers, only = configure_ns(ns, os.environ)
         if ns.command == "run":
             # everything the host can refuse is checked before the first log line
-            from sidecar.preflight import check_host
+            from vip_sidecar.preflight import check_host
 
             check_host(config)
             opened = open_everything(config)
@@ -374,12 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vip-sidecar: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     if ns.command == "check":
-        from sidecar.preflight import run_checks
+        from vip_sidecar.preflight import run_checks
 
         return asyncio.run(run_checks(config, providers, only))
     def reload_config() -> tuple[Config, dict[str, Any]]:
         """`ctl reload`: the same command line and environment, read again."""
-        from sidecar.preflight import check_host
+        from vip_sidecar.preflight import check_host
 
         fresh, fresh_providers, _ = configure_ns(ns, os.environ)
         check_host(fresh)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from providers import registry
-from sidecar import fields, parsing, unixsock
-from sidecar.carp import DEFAULT_GROUP
+from vip_sidecar import fields, parsing, unixsock
+from vip_sidecar.carp import DEFAULT_GROUP
+from vip_sidecar.providers import registry
 
 ENV_PREFIX = "VIP_SIDECAR_"
 LOG_FORMATS = ("text", "json")

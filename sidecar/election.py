@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Address
 
-from sidecar.carp import BOW_OUT, interval_us
+from vip_sidecar.carp import BOW_OUT, interval_us
 
 US = 1_000_000
 SEND_ERROR_SKEW = 240  # ucarp advertises this while its writes keep failing

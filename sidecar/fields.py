@@ -8,8 +8,8 @@ import re
 from ipaddress import IPv4Address
 from typing import Any
 
-from sidecar import parsing
-from sidecar.carp import MAX_PASSWORD_LEN
+from vip_sidecar import parsing
+from vip_sidecar.carp import MAX_PASSWORD_LEN
 
 BROADCAST = IPv4Address("255.255.255.255")
 

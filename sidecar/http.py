@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from sidecar import parsing, unixsock
-from sidecar.log import RateLimitedWarnings
+from vip_sidecar import parsing, unixsock
+from vip_sidecar.log import RateLimitedWarnings
 
 if TYPE_CHECKING:
-    from sidecar.instance import VipInstance
-    from sidecar.runtime import Runtime
+    from vip_sidecar.instance import VipInstance
+    from vip_sidecar.runtime import Runtime
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 _denied = RateLimitedWarnings()
@@ -35,7 +35,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    from sidecar.metrics import render
+    from vip_sidecar.metrics import render
 
     body = render(request.app[RUNTIME_KEY])
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -93,7 +93,7 @@ async def reload(request: web.Request) -> web.Response:
     reloader = request.app[RUNTIME_KEY].reloader
     if reloader is None:
         raise web.HTTPNotImplemented(text="this daemon was not started with a reloadable config\n")
-    from sidecar.reload import ReloadRejected
+    from vip_sidecar.reload import ReloadRejected
 
     try:
         return web.json_response(await reloader.reload())
@@ -123,7 +123,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 async def start_server(runtime: Runtime, sockets: Sequence[socket.socket]) -> web.AppRunner:
     """Serve on sockets bound before start-up (launch.open_everything: unix ones with their
-    mode by sidecar.unixsock.bind, TCP on HOST:PORT), so binding problems are config
+    mode by vip_sidecar.unixsock.bind, TCP on HOST:PORT), so binding problems are config
     errors and not failures after the daemon has begun to log."""
     runner = web.AppRunner(make_app(runtime), access_log=None)
     await runner.setup()

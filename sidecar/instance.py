@@ -5,7 +5,7 @@ touch the wire (adverts, GARPs) happen synchronously on the event loop through t
 speaker; state changes go to the reconciler, whose worker task runs the providers, so
 a slow or hanging provider never delays an advertisement. This module also owns the
 election's timer, the veto round-trip of a promotion, the graceful exit and the
-operator controls; the /status view is sidecar.status_view.
+operator controls; the /status view is vip_sidecar.status_view.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from providers.base import Provider, VipContext
-from sidecar import carp
-from sidecar.config import Config, VipConfig
-from sidecar.election import (
+from vip_sidecar import carp
+from vip_sidecar.config import Config, VipConfig
+from vip_sidecar.election import (
     Action,
     Election,
     ElectionParams,
@@ -33,13 +32,14 @@ from sidecar.election import (
     State,
     Transition,
 )
-from sidecar.log import event
-from sidecar.pipeline import Pipeline
-from sidecar.reconciler import FailoverTimeline, Reconciler
-from sidecar.speaker import MasterSeen, Speaker
-from sidecar.stats import VipStats
-from sidecar.status_view import vip_status
-from sidecar.transport import InterfaceTransport
+from vip_sidecar.log import event
+from vip_sidecar.pipeline import Pipeline
+from vip_sidecar.providers.base import Provider, VipContext
+from vip_sidecar.reconciler import FailoverTimeline, Reconciler
+from vip_sidecar.speaker import MasterSeen, Speaker
+from vip_sidecar.stats import VipStats
+from vip_sidecar.status_view import vip_status
+from vip_sidecar.transport import InterfaceTransport
 
 REASON_MESSAGES = {
     Reason.PREFERRED_MASTER: "Preferred master advertised: going back to BACKUP state",

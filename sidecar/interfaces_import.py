@@ -24,8 +24,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import VIP_FIELDS, ConfigError
-from sidecar.sources import read_text_file
+from vip_sidecar.config import VIP_FIELDS, ConfigError
+from vip_sidecar.sources import read_text_file
 
 # the Debian hook's defaults; they mean "ifup/ifdown IF:ucarp"
 DEBIAN_UPSCRIPT = "/usr/share/ucarp/vip-up"

@@ -12,10 +12,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from sidecar import unixsock
-from sidecar.config import Config, ConfigError
-from sidecar.log import event, setup
-from sidecar.unixsock import BoundSocket
+from vip_sidecar import unixsock
+from vip_sidecar.config import Config, ConfigError
+from vip_sidecar.log import event, setup
+from vip_sidecar.unixsock import BoundSocket
 
 EXIT_CONFIG = 2
 
@@ -35,13 +35,13 @@ class Opened:
 
     def transport_factory(self, ifname: str) -> Any:
         # the pre-opened sockets first; a re-created interface gets new ones later
-        from sidecar.transport import InterfaceTransport
+        from vip_sidecar.transport import InterfaceTransport
 
         return self.transports.pop(ifname, None) or InterfaceTransport(ifname)
 
 
 def open_everything(config: Config) -> Opened:
-    from sidecar.transport import InterfaceTransport, TransportError
+    from vip_sidecar.transport import InterfaceTransport, TransportError
 
     opened = Opened(unix=bind_unix_sockets(config))
     try:
@@ -63,7 +63,7 @@ def open_everything(config: Config) -> Opened:
 
 
 def bind_tcp(address: str) -> socket.socket:
-    from sidecar.http import split_address
+    from vip_sidecar.http import split_address
 
     host, port = split_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -113,19 +113,19 @@ def run(
             event(logging.WARNING, "Warning: no script called when going up", vip=vip.name)
         if not vip.downscript and not any(p.name != "script" for p in vip.providers):
             event(logging.WARNING, "Warning: no script called when going down", vip=vip.name)
-    from sidecar.runtime import Runtime
-    from sidecar.transport import TransportError
+    from vip_sidecar.runtime import Runtime
+    from vip_sidecar.transport import TransportError
 
     async def main_async() -> int:
         runtime = Runtime(config, providers, transport_factory=opened.transport_factory)
         if reload_config is not None:
-            from sidecar.reload import Reloader
+            from vip_sidecar.reload import Reloader
 
             runtime.reloader = Reloader(runtime, reload_config)
         server = None
         listening = [b.sock for b in opened.unix] + ([opened.tcp] if opened.tcp else [])
         if listening:
-            from sidecar.http import start_server
+            from vip_sidecar.http import start_server
 
             try:
                 server = await start_server(runtime, listening)

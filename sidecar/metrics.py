@@ -14,12 +14,12 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sidecar.stats import Histogram
-from sidecar.status_view import provider_details
+from vip_sidecar.stats import Histogram
+from vip_sidecar.status_view import provider_details
 
 if TYPE_CHECKING:
-    from sidecar.instance import VipInstance
-    from sidecar.runtime import Runtime
+    from vip_sidecar.instance import VipInstance
+    from vip_sidecar.runtime import Runtime
 
 STATE_VALUES = {"INIT": 0, "BACKUP": 1, "MASTER": 2}
 

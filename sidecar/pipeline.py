@@ -1,7 +1,7 @@
 """The ordered, timeout-bounded provider calls of one VIP; failures come back as values.
 
 `up` runs in list order, `down` in reverse; each call has its own timeout. The pipeline
-never raises: a failure is a ProviderFailure carrying the error's kind (providers.base),
+never raises: a failure is a ProviderFailure carrying the error's kind (vip_sidecar.providers.base),
 so the runtime can demote the node instead of crashing, and the advertisement loop keeps
 running because everything here is awaited in a separate task.
 """
@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import ErrorKind, Provider, VipContext, error_kind
-from sidecar.log import event
+from vip_sidecar.log import event
+from vip_sidecar.providers.base import ErrorKind, Provider, VipContext, error_kind
 
 
 @dataclass

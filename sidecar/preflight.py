@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from providers.base import Provider
-from sidecar import netif
-from sidecar.config import Config, ConfigError, VipConfig
+from vip_sidecar import netif
+from vip_sidecar.config import Config, ConfigError, VipConfig
+from vip_sidecar.providers.base import Provider
 
 
 def host_problem(vip: VipConfig) -> tuple[str, str] | None:

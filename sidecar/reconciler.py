@@ -18,12 +18,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.base import Provider, Timing, VipContext, error_kind
-from sidecar.config import Config
-from sidecar.election import Action, Election, Reason, State
-from sidecar.log import event
-from sidecar.pipeline import Pipeline, ProviderFailure, ProviderResult
-from sidecar.stats import VipStats
+from vip_sidecar.config import Config
+from vip_sidecar.election import Action, Election, Reason, State
+from vip_sidecar.log import event
+from vip_sidecar.pipeline import Pipeline, ProviderFailure, ProviderResult
+from vip_sidecar.providers.base import Provider, Timing, VipContext, error_kind
+from vip_sidecar.stats import VipStats
 
 MAX_DEMOTION = 240  # BSD caps its demotion counter here; 255 is reserved for bow-out
 INIT_RETRY_S = 15.0
@@ -114,7 +114,7 @@ class Reconciler:
 
     def _bind(self, ctx: VipContext) -> VipContext:
         # a hook still running after a demotion (a slow check) asks this before it
-        # changes anything outside (providers.base.VipContext.is_master)
+        # changes anything outside (vip_sidecar.providers.base.VipContext.is_master)
         ctx.is_master = self._wants_master
         return ctx
 

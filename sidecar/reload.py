@@ -28,15 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from providers.base import Provider
-from sidecar.config import Config, VipConfig
-from sidecar.election import State
-from sidecar.log import event
-from sidecar.transport import InterfaceTransport, TransportError
+from vip_sidecar.config import Config, VipConfig
+from vip_sidecar.election import State
+from vip_sidecar.log import event
+from vip_sidecar.providers.base import Provider
+from vip_sidecar.transport import InterfaceTransport, TransportError
 
 if TYPE_CHECKING:
-    from sidecar.instance import VipInstance
-    from sidecar.runtime import Runtime
+    from vip_sidecar.instance import VipInstance
+    from vip_sidecar.runtime import Runtime
 
 Loader = Callable[[], tuple[Config, dict[str, list[Provider]]]]
 Key = tuple[str, int]

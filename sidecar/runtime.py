@@ -12,18 +12,18 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from providers.base import Provider
-from providers.registry import load_provider
-from sidecar import carp, netif
-from sidecar.config import Config, VipConfig
-from sidecar.election import Reason, State
-from sidecar.instance import VipInstance
-from sidecar.log import RateLimitedWarnings, event
-from sidecar.sdnotify import SystemdBridge
+from vip_sidecar import carp, netif
+from vip_sidecar.config import Config, VipConfig
+from vip_sidecar.election import Reason, State
+from vip_sidecar.instance import VipInstance
+from vip_sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.providers.base import Provider
+from vip_sidecar.providers.registry import load_provider
+from vip_sidecar.sdnotify import SystemdBridge
 
 if TYPE_CHECKING:
-    from sidecar.reload import Reloader
-from sidecar.transport import InterfaceTransport, TransportError
+    from vip_sidecar.reload import Reloader
+from vip_sidecar.transport import InterfaceTransport, TransportError
 
 HOUSEKEEPING_S = 1.0
 MIN_TICK_S = 0.1
@@ -127,7 +127,7 @@ class Runtime:
         self, vip: VipConfig, providers: list[Provider], transport: InterfaceTransport | None = None
     ) -> VipInstance:
         """Wire one VIP to its interface's sockets (opened on first use); start() and a
-        reload (sidecar.reload) both come through here."""
+        reload (vip_sidecar.reload) both come through here."""
         if vip.interface not in self.transports:
             transport = transport or self.transport_factory(vip.interface)
             self.transports[vip.interface] = transport

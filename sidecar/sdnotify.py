@@ -19,10 +19,10 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from sidecar.log import event
+from vip_sidecar.log import event
 
 if TYPE_CHECKING:
-    from sidecar.runtime import Runtime
+    from vip_sidecar.runtime import Runtime
 
 # ping this many times per WatchdogSec: one lost or late ping must not kill the service
 PINGS_PER_INTERVAL = 3

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import ConfigError
+from vip_sidecar.config import ConfigError
 
 # a config file is a few dozen values; anything far larger is a mistake or an attack
 # (nine levels of YAML aliases expand to a billion leaves: printing one would hang)

@@ -2,7 +2,7 @@
 
 It owns the advert counter, the authenticator, the replay guard and the transport:
 it sends adverts and gratuitous ARPs, and runs ucarp's per-VIP receive checks on
-incoming adverts. It never decides anything: the election does (sidecar.instance
+incoming adverts. It never decides anything: the election does (vip_sidecar.instance
 wires the two).
 """
 
@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar import carp
-from sidecar.config import VipConfig
-from sidecar.counter import AdvertCounter, ReplayGuard
-from sidecar.log import RateLimitedWarnings
-from sidecar.stats import VipStats
-from sidecar.transport import InterfaceTransport
+from vip_sidecar import carp
+from vip_sidecar.config import VipConfig
+from vip_sidecar.counter import AdvertCounter, ReplayGuard
+from vip_sidecar.log import RateLimitedWarnings
+from vip_sidecar.stats import VipStats
+from vip_sidecar.transport import InterfaceTransport
 
 
 @dataclass

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from providers.base import Provider
+from vip_sidecar.providers.base import Provider
 
 if TYPE_CHECKING:
-    from sidecar.instance import VipInstance
+    from vip_sidecar.instance import VipInstance
 
 
 def vip_status(inst: VipInstance) -> dict[str, Any]:

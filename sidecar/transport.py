@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from sidecar import netif
-from sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
+from vip_sidecar import netif
+from vip_sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
 
 ETH_P_IP = 0x0800
 ETH_P_ALL = 0x0003

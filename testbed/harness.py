@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar.status_client import fetch_status
+from vip_sidecar.status_client import fetch_status
 
 REPO = Path(__file__).resolve().parents[1]
 

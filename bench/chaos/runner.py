@@ -35,7 +35,7 @@ from bench.common import (
     memory_kib,
     wait_for,
 )
-from sidecar.status_client import request
+from vip_sidecar.status_client import request
 
 VHID = 9
 PASSWORD = "chaospw"

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.aws.errors import (
+from vip_sidecar.log import event
+from vip_sidecar.providers.aws.errors import (
     AwsNotOwner,
     AwsRetryExhausted,
     Cause,
@@ -37,8 +38,7 @@ from providers.aws.errors import (
     retry_attempts,
     translate,
 )
-from providers.aws.retry import AsyncSleep, Backoff, Clock
-from sidecar.log import event
+from vip_sidecar.providers.aws.retry import AsyncSleep, Backoff, Clock
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from providers.base import ErrorKind, OwnershipLost, ProviderError
+from vip_sidecar.providers.base import ErrorKind, OwnershipLost, ProviderError
 
 
 class Cause(enum.Enum):

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from providers.aws.api import Ec2Api
-from providers.aws.errors import AwsConfigError
-from providers.aws.imds import ImdsClient, ImdsError, interface_mac
-from providers.aws.options import AwsOptions
+from vip_sidecar.providers.aws.api import Ec2Api
+from vip_sidecar.providers.aws.errors import AwsConfigError
+from vip_sidecar.providers.aws.imds import ImdsClient, ImdsError, interface_mac
+from vip_sidecar.providers.aws.options import AwsOptions
 
 
 @dataclass

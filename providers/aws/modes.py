@@ -2,7 +2,7 @@
 
 Each mode reads the current EC2 state, compares it with "the VIP points at our ENI and
 carries our fencing tags", and names the next step. The provider runs these through
-`converge` (providers.aws.retry), which re-reads until EC2 shows the result.
+`converge` (vip_sidecar.providers.aws.retry), which re-reads until EC2 shows the result.
 
 Fencing: a claim `<epoch>:<holder>` is stored as one tag per VIP on the moved resource
 (the ENI that holds the secondary IP, the EIP allocation, each route table), written
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from providers.aws.api import Ec2Api
-from providers.aws.errors import AwsConfigError, AwsError, Cause, classify
-from providers.aws.identity import Identity
-from providers.aws.retry import Plan
-from sidecar.log import event
+from vip_sidecar.log import event
+from vip_sidecar.providers.aws.api import Ec2Api
+from vip_sidecar.providers.aws.errors import AwsConfigError, AwsError, Cause, classify
+from vip_sidecar.providers.aws.identity import Identity
+from vip_sidecar.providers.aws.retry import Plan
 
 # EC2 tag limits: 50 tags per resource, values up to 256 characters
 TAG_BUDGET = 50

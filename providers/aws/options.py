@@ -13,8 +13,8 @@ from ipaddress import IPv4Address
 from typing import Any
 from urllib.parse import urlparse
 
-from providers.base import ProviderConfigError
-from sidecar import parsing
+from vip_sidecar import parsing
+from vip_sidecar.providers.base import ProviderConfigError
 
 MODES = ("secondary-ip", "eip", "route")
 RETRY_MODES = ("standard", "adaptive", "legacy")
@@ -201,7 +201,7 @@ _UNSET: Any = object()
 
 
 def parse_options(raw: Mapping[str, Any], provider_timeout: float) -> AwsOptions:
-    # the shared checker (sidecar.parsing.OptionBag): one style for every provider
+    # the shared checker (vip_sidecar.parsing.OptionBag): one style for every provider
     bag = parsing.OptionBag("aws", raw, ProviderConfigError, ALIASES)
     taken = {key: bag.take(key, parse, _UNSET) for key, parse in PARSERS.items()}
     values = {key: value for key, value in taken.items() if value is not _UNSET}

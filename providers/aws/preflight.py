@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from providers.aws.errors import AwsError, Cause, classify, error_code, iam_action
-from providers.aws.modes import TAG_BUDGET, Mode
-from providers.base import Preflight
+from vip_sidecar.providers.aws.errors import AwsError, Cause, classify, error_code, iam_action
+from vip_sidecar.providers.aws.modes import TAG_BUDGET, Mode
+from vip_sidecar.providers.base import Preflight
 
 if TYPE_CHECKING:
-    from providers.aws.provider import AwsProvider
+    from vip_sidecar.providers.aws.provider import AwsProvider
 
 EKS_NO_MANAGE_TAG = "node.k8s.amazonaws.com/no_manage"
 PREFLIGHT_PROBE_S = 10.0

@@ -26,19 +26,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from providers.aws import preflight as aws_preflight
-from providers.aws.api import ClientSettings, Ec2Api, SharedClient, make_client, shared_client
-from providers.aws.eip import EipMode
-from providers.aws.errors import AwsFenceLost, AwsNotOwner, AwsVerifyTimeout
-from providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
-from providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
-from providers.aws.modes import Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
-from providers.aws.options import AwsOptions, parse_options
-from providers.aws.retry import AsyncSleep, Backoff, Clock, converge
-from providers.aws.route import RouteMode
-from providers.base import Preflight, Provider, VipContext
-from sidecar.config import Config, ProviderSpec, VipConfig
-from sidecar.log import event
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.log import event
+from vip_sidecar.providers.aws import preflight as aws_preflight
+from vip_sidecar.providers.aws.api import (
+    ClientSettings,
+    Ec2Api,
+    SharedClient,
+    make_client,
+    shared_client,
+)
+from vip_sidecar.providers.aws.eip import EipMode
+from vip_sidecar.providers.aws.errors import AwsFenceLost, AwsNotOwner, AwsVerifyTimeout
+from vip_sidecar.providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
+from vip_sidecar.providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
+from vip_sidecar.providers.aws.modes import Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
+from vip_sidecar.providers.aws.options import AwsOptions, parse_options
+from vip_sidecar.providers.aws.retry import AsyncSleep, Backoff, Clock, converge
+from vip_sidecar.providers.aws.route import RouteMode
+from vip_sidecar.providers.base import Preflight, Provider, VipContext
 
 # a repeated identical action waits this long for the previous one to show in reads
 ACT_INTERVAL_S = 3.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from providers.aws.api import Ec2Api
-from providers.aws.errors import AwsConfigError, AwsError
-from providers.aws.identity import Identity
-from providers.aws.modes import Fence, Mode, ModePlan, Probes
+from vip_sidecar.providers.aws.api import Ec2Api
+from vip_sidecar.providers.aws.errors import AwsConfigError, AwsError
+from vip_sidecar.providers.aws.identity import Identity
+from vip_sidecar.providers.aws.modes import Fence, Mode, ModePlan, Probes
 
 
 class RouteMode(Mode):

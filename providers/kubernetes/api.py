@@ -23,7 +23,7 @@ from typing import Any
 
 import urllib3
 
-from providers.base import ErrorKind, ProviderError
+from vip_sidecar.providers.base import ErrorKind, ProviderError
 
 
 @dataclass(frozen=True)

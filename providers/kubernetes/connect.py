@@ -10,8 +10,8 @@ from typing import Any
 
 import urllib3
 
-from providers.kubernetes.api import KubeApi
-from providers.kubernetes.options import Options
+from vip_sidecar.providers.kubernetes.api import KubeApi
+from vip_sidecar.providers.kubernetes.options import Options
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 

@@ -1,7 +1,7 @@
 """The lease holder: acquire, renew and release one coordination.k8s.io/v1 Lease.
 
 The pure rules (who may take a lease, when a term ends, what an outage allows) are in
-providers.kubernetes.lease; this class owns the state of our tenure and the API calls.
+vip_sidecar.providers.kubernetes.lease; this class owns the state of our tenure and the API calls.
 Writes use resourceVersion optimistic concurrency: a 409 means someone else wrote
 first, and reading again decides who won.
 """
@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from providers.base import OwnershipLost, Timing, Veto
-from providers.kubernetes.api import ApiFailure, KubeApi, KubeApiError
-from providers.kubernetes.lease import (
+from vip_sidecar.config import VipConfig
+from vip_sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.providers.base import OwnershipLost, Timing, Veto
+from vip_sidecar.providers.kubernetes.api import ApiFailure, KubeApi, KubeApiError
+from vip_sidecar.providers.kubernetes.lease import (
     ANNOTATION_NODE,
     ANNOTATION_POD,
     ANNOTATION_VIP,
@@ -28,9 +30,7 @@ from providers.kubernetes.lease import (
     outage_verdict,
     released,
 )
-from providers.kubernetes.options import POLL_S, Options
-from sidecar.config import VipConfig
-from sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.providers.kubernetes.options import POLL_S, Options
 
 #: backoff between retries of a transient error while acquiring (doubling, capped);
 #: a Retry-After from the apiserver overrides it when longer

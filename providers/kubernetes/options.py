@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import ProviderConfigError
-from providers.kubernetes.api import NAMESPACED_CALLS, NODE_CALLS, ApiCall
-from providers.kubernetes.lease import OutagePolicy, dns_name, label_name
-from sidecar import parsing
-from sidecar.config import ProviderSpec, VipConfig
+from vip_sidecar import parsing
+from vip_sidecar.config import ProviderSpec, VipConfig
+from vip_sidecar.providers.base import ProviderConfigError
+from vip_sidecar.providers.kubernetes.api import NAMESPACED_CALLS, NODE_CALLS, ApiCall
+from vip_sidecar.providers.kubernetes.lease import OutagePolicy, dns_name, label_name
 
 LABEL_PREFIX = "vip-sidecar.io/"
 #: how often a node waiting for another holder's term to end re-reads the Lease

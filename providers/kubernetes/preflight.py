@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from providers.base import Preflight
-from providers.kubernetes.api import KubeApiError, rbac_triples
-from providers.kubernetes.lease import LeaseRecord, format_time
+from vip_sidecar.providers.base import Preflight
+from vip_sidecar.providers.kubernetes.api import KubeApiError, rbac_triples
+from vip_sidecar.providers.kubernetes.lease import LeaseRecord, format_time
 
 if TYPE_CHECKING:
-    from providers.kubernetes.provider import KubernetesProvider
+    from vip_sidecar.providers.kubernetes.provider import KubernetesProvider
 
 
 async def preflight(p: KubernetesProvider) -> Preflight:

@@ -35,8 +35,8 @@ confirm does not claim"). Per VIP there is one coordination.k8s.io/v1 Lease:
 * One core/v1 Event per transition on our Pod (reason, old -> new state, timings),
   deduplicated, aggregated and rate-limited per reason like client-go's recorder.
 
-Every API call is declared in providers.kubernetes.api.API_CALLS, which the Helm chart's RBAC
-must equal (a test compares them).
+Every API call is declared in vip_sidecar.providers.kubernetes.api.API_CALLS, which the Helm
+chart's RBAC must equal (a test compares them).
 """
 
 from __future__ import annotations
@@ -50,15 +50,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from providers.base import Preflight, Provider, Veto, VipContext
-from providers.kubernetes import preflight as k8s_preflight
-from providers.kubernetes.api import KubeApi, KubeApiError
-from providers.kubernetes.connect import SERVICE_ACCOUNT_DIR, connect
-from providers.kubernetes.holder import LeaseHolder, LeaseLost, LeaseRefused
-from providers.kubernetes.options import parse_options
-from providers.kubernetes.publish import Publisher
-from sidecar.config import Config, ProviderSpec, VipConfig
-from sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.providers.base import Preflight, Provider, Veto, VipContext
+from vip_sidecar.providers.kubernetes import preflight as k8s_preflight
+from vip_sidecar.providers.kubernetes.api import KubeApi, KubeApiError
+from vip_sidecar.providers.kubernetes.connect import SERVICE_ACCOUNT_DIR, connect
+from vip_sidecar.providers.kubernetes.holder import LeaseHolder, LeaseLost, LeaseRefused
+from vip_sidecar.providers.kubernetes.options import parse_options
+from vip_sidecar.providers.kubernetes.publish import Publisher
 
 
 class KubernetesProvider(Provider):

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from providers.kubernetes.api import ApiFailure, KubeApi, KubeApiError
-from providers.kubernetes.holder import LeaseHolder
-from providers.kubernetes.lease import format_time
-from providers.kubernetes.options import Options
-from sidecar.config import VipConfig
-from sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.config import VipConfig
+from vip_sidecar.log import RateLimitedWarnings, event
+from vip_sidecar.providers.kubernetes.api import ApiFailure, KubeApi, KubeApiError
+from vip_sidecar.providers.kubernetes.holder import LeaseHolder
+from vip_sidecar.providers.kubernetes.lease import format_time
+from vip_sidecar.providers.kubernetes.options import Options
 
 COMPONENT = "vip-sidecar"
 #: 403 (RBAC, admission) and 400/422 (an invalid label): the same patch will never work

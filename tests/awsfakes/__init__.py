@@ -1,7 +1,7 @@
 """Test doubles for the AWS provider: moto's EC2 server behind a fault-injecting WSGI
 wrapper, a token-checking IMDSv2 server, and helpers to seed an EC2 world."""
 
-from providers.aws import api as _api
+from vip_sidecar.providers.aws import api as _api
 
 
 def forget_clients() -> None:

@@ -90,7 +90,7 @@ class AwsBed:
         cfg = self.config_file(f"check{i}-{time.monotonic_ns()}", self.options(mode, **extra))
         host = self.hosts[i]
         env = {**os.environ, **CREDS, "PYTHONPATH": str(REPO)}
-        argv = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "sidecar", "check",
+        argv = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "vip_sidecar", "check",
                 "--provider", "aws", "-i", host.ifname, "-s", host.ip, "-v", "9",
                 "-p", "secret", "-a", self.vip(mode), "--config", cfg]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)

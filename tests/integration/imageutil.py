@@ -157,7 +157,7 @@ def ensure_base_image() -> str:
 
 def project_version() -> str:
     # the version lives in one place, sidecar/__init__.py (pyproject reads it dynamically)
-    from sidecar import __version__
+    from vip_sidecar import __version__
 
     return __version__
 

@@ -9,15 +9,15 @@ import urllib.request
 
 import pytest
 
-from providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
-from providers.aws.imds import ImdsClient
-from providers.aws.provider import AwsProvider, create
-from providers.base import VipContext
-from sidecar.config import build_config
 from tests.awsfakes import forget_clients
 from tests.awsfakes.imds import FakeImds
 from tests.awsfakes.moto_server import FaultyMoto
 from tests.awsfakes.world import World, seed
+from vip_sidecar.config import build_config
+from vip_sidecar.providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
+from vip_sidecar.providers.aws.imds import ImdsClient
+from vip_sidecar.providers.aws.provider import AwsProvider, create
+from vip_sidecar.providers.base import VipContext
 
 NET = "10.77"
 MACS = ["02:00:00:77:00:01", "02:00:00:77:00:02"]

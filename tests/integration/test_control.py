@@ -17,7 +17,7 @@ PW = ("-p", "secret", "-v", "31")
 
 
 def ctl(node, *args):
-    res = subprocess.run([sys.executable, "-m", "sidecar", "ctl", *args, "--socket",
+    res = subprocess.run([sys.executable, "-m", "vip_sidecar", "ctl", *args, "--socket",
                           node.socket], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=10)
     return res.returncode, res.stdout, res.stderr

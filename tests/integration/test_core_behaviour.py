@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import carp
 from tests.integration.harness import NETNS, inject_frame, wait_for
+from vip_sidecar import carp
 
 pytestmark = [NETNS, pytest.mark.netns]
 

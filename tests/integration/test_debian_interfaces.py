@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import interfaces_import
 from tests.integration.harness import NETNS, UCARP, sh, wait_for
 from tests.unit.test_interfaces_import import HOOK, README, readme_example
+from vip_sidecar import interfaces_import
 
 pytestmark = [NETNS, UCARP, pytest.mark.netns, pytest.mark.ucarp]
 if not (README.exists() and HOOK.exists()):

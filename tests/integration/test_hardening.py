@@ -19,7 +19,7 @@ PW = ("-p", "secret", "-v", "41")
 
 def ctl(node, *args):
     res = subprocess.run(
-        [sys.executable, "-m", "sidecar", "ctl", *args, "--socket", node.socket],
+        [sys.executable, "-m", "vip_sidecar", "ctl", *args, "--socket", node.socket],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=10,
     )
     return res.returncode, res.stdout, res.stderr
@@ -29,7 +29,7 @@ def run_once(host, *args, prefix=()):
     """The daemon's start-up only: it must refuse, so it exits by itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_SIDECAR_")}
     res = subprocess.run(
-        ["ip", "netns", "exec", host.ns, *prefix, sys.executable, "-m", "sidecar", "run",
+        ["ip", "netns", "exec", host.ns, *prefix, sys.executable, "-m", "vip_sidecar", "run",
          "-i", host.ifname, *args], capture_output=True, text=True,
         env={**env, "PYTHONPATH": str(REPO)}, timeout=20,
     )

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from providers import registry
-from sidecar import cli
-from sidecar import config as cfgmod
 from tests.integration import helmutil
 from tests.integration.helmutil import HelmError, by_kind, one, render_chart
 from tests.k8s.podrunner import container_env
+from vip_sidecar import cli
+from vip_sidecar import config as cfgmod
+from vip_sidecar.providers import registry
 
 pytestmark = pytest.mark.helm
 
@@ -206,7 +206,7 @@ def test_template_checks_fail_clearly(overrides: dict[str, Any], message: str) -
 
 
 def test_schema_covers_every_config_field() -> None:
-    """values for every config field: the schema follows sidecar.config's field lists."""
+    """values for every config field: the schema follows vip_sidecar.config's field lists."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     config_props = set(schema["properties"]["config"]["properties"])
     vip_props = set(schema["properties"]["vips"]["items"]["properties"])

@@ -14,9 +14,14 @@ from typing import Any
 
 import pytest
 
-from providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, rbac_triples
 from tests.integration import helmutil
 from tests.integration.helmutil import HelmError
+from vip_sidecar.providers.kubernetes.api import (
+    API_CALLS,
+    NAMESPACED_CALLS,
+    NODE_CALLS,
+    rbac_triples,
+)
 
 pytestmark = [pytest.mark.k8s_real, pytest.mark.helm]
 

@@ -77,7 +77,7 @@ def test_nonroot_netcaps_interpreter(built_image: str) -> None:
         # the module entry point works from the capped interpreter (what the chart runs)
         mod = run_in(
             ctr,
-            "/opt/vip-sidecar/bin/python3-netcaps", "-m", "sidecar", "--version",
+            "/opt/vip-sidecar/bin/python3-netcaps", "-m", "vip_sidecar", "--version",
             user="10001:10001", caps=caps,
         )  # fmt: skip
         assert mod.returncode == 0 and project_version() in mod.stdout, mod

@@ -20,11 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import OwnershipLost, Veto, VipContext
-from providers.kubernetes import KubernetesProvider
-from providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, POD_PATCH, rbac_triples
-from sidecar.config import ProviderSpec, build_config
 from tests.k8s import grants
+from vip_sidecar.config import ProviderSpec, build_config
+from vip_sidecar.providers.base import OwnershipLost, Veto, VipContext
+from vip_sidecar.providers.kubernetes import KubernetesProvider
+from vip_sidecar.providers.kubernetes.api import (
+    API_CALLS,
+    NAMESPACED_CALLS,
+    POD_PATCH,
+    rbac_triples,
+)
 
 pytestmark = pytest.mark.k8s_real
 

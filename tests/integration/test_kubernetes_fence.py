@@ -15,9 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from providers.base import Timing, Veto
-from providers.kubernetes import LeaseLost
-from providers.kubernetes.lease import parse_time
 from tests.integration import helmutil
 from tests.integration.test_kubernetes_api import (  # the real-apiserver bed and helpers
     LEASE,
@@ -26,6 +23,9 @@ from tests.integration.test_kubernetes_api import (  # the real-apiserver bed an
     run_checks,
 )
 from tests.k8s import grants
+from vip_sidecar.providers.base import Timing, Veto
+from vip_sidecar.providers.kubernetes import LeaseLost
+from vip_sidecar.providers.kubernetes.lease import parse_time
 
 pytestmark = pytest.mark.k8s_real
 #: what the runtime tells a provider ticking every second (tick + 10 % jitter + 1 s grid)

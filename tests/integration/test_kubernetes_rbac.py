@@ -1,9 +1,9 @@
 """The chart's RBAC is exactly what the Kubernetes provider calls (issue 5, must-show 5).
 
-The provider declares every call it makes in providers.kubernetes.api.API_CALLS (and refuses
-to make one that is not there; the fake apiserver tests check that the requests it
-really sends match the table). Here the table is compared, as (group, resource, verb)
-sets and with exact equality, with:
+The provider declares every call it makes in
+vip_sidecar.providers.kubernetes.api.API_CALLS (and refuses to make one that is not
+there; the fake apiserver tests check that the requests it really sends match the
+table). Here the table is compared, as (group, resource, verb) sets and with exact equality, with:
 
 * the chart's Role/ClusterRole as the real helm CLI renders them (`helm template`), with
   and without node labelling;
@@ -21,10 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
-from providers.kubernetes import parse_options
-from providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, rbac_triples
-from sidecar.config import ProviderSpec, build_config
 from tests.integration import helmutil
+from vip_sidecar.config import ProviderSpec, build_config
+from vip_sidecar.providers.kubernetes import parse_options
+from vip_sidecar.providers.kubernetes.api import (
+    API_CALLS,
+    NAMESPACED_CALLS,
+    NODE_CALLS,
+    rbac_triples,
+)
 
 TEMPLATE = helmutil.CHART / "templates" / "rbac.yaml"
 EXAMPLE = "examples/values-kubernetes.yaml"

@@ -1,4 +1,4 @@
-"""sidecar.netif's raw netlink address add/delete/dump (the alias provider's only way to
+"""vip_sidecar.netif's raw netlink address add/delete/dump (the alias provider's only way to
 touch addresses) against a real kernel, inside a namespace."""
 
 import sys
@@ -11,7 +11,7 @@ pytestmark = [NETNS, pytest.mark.netns]
 
 SCRIPT = """
 import socket, sys
-from sidecar import netif
+from vip_sidecar import netif
 idx = socket.if_nametoindex("eth0")
 out = []
 out.append(netif.change_ipv4_address("add", idx, "{vip}", 32))
@@ -40,7 +40,8 @@ def test_add_delete_dump_are_idempotent_and_match_ip():
         assert not h.has_address(vip)
         # an address with a label (`eth0:1`, ifconfig alias style) belongs to eth0 too
         h.run("ip", "addr", "add", f"{topo.vip(50)}/24", "dev", "eth0", "label", "eth0:1")
-        code = "from sidecar import netif; print(sorted(map(str, netif.ipv4_addresses('eth0'))))"
+        code = ("from vip_sidecar import netif; "
+                "print(sorted(map(str, netif.ipv4_addresses('eth0'))))")
         res = h.run(sys.executable, "-c", code)
         assert res.stdout.strip() == str(sorted([h.ip, topo.vip(50)])), res.stdout
     finally:

@@ -111,7 +111,7 @@ def test_metrics_follow_a_real_failover(make_topo):
     assert st["vips"][0]["providers"]["alias"]["last"]["ok"] is True
     # the human table of `vip-sidecar status`
     out = subprocess.run(
-        [sys.executable, "-m", "sidecar", "status", "--url", f"http://{h2.ip}:{PORT}"],
+        [sys.executable, "-m", "vip_sidecar", "status", "--url", f"http://{h2.ip}:{PORT}"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

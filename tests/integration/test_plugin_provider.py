@@ -39,7 +39,7 @@ def read(path: Path) -> str:
 
 def test_the_registry_lists_the_installed_entry_point(plugin_site):
     code = (
-        "from providers import registry; print(registry.known_names()); "
+        "from vip_sidecar.providers import registry; print(registry.known_names()); "
         "print(registry.resolve('statefile').__module__)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(plugin_site)])}

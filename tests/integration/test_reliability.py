@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from sidecar import carp
 from tests.integration.harness import NETNS, Sniffer, inject_frame, wait_for
+from vip_sidecar import carp
 
 pytestmark = [NETNS, pytest.mark.netns]
 PW = ("-p", "secret", "-v", "21")

@@ -12,10 +12,10 @@ import zipfile
 
 import pytest
 
-import sidecar
+import vip_sidecar
 from tests.integration.harness import NETNS, REPO, Proc, wait_for
 
-VERSION = sidecar.__version__
+VERSION = vip_sidecar.__version__
 
 
 def run(*argv, cwd=None, env=None, timeout=600):
@@ -59,13 +59,16 @@ def test_sdist_and_wheel_pass_twine_check(dist):
     assert f"vip_sidecar-{VERSION}.dist-info/licenses/LICENSE" in names
     assert f"vip_sidecar-{VERSION}.data/data/share/man/man8/vip-sidecar.8" in names
     assert not [n for n in names if n.startswith("tests/")]
-    # every module of the source tree is shipped (subpackages included)
+    # every module of the source tree is shipped under the import name we own (sidecar/ as
+    # vip_sidecar, providers/ as vip_sidecar.providers), and nothing under the folder names
     source = {
-        str(f.relative_to(REPO))
-        for pkg in ("sidecar", "providers")
-        for f in (REPO / pkg).rglob("*.py")
+        f"{installed}/{f.relative_to(REPO / folder)}"
+        for folder, installed in (("sidecar", "vip_sidecar"), ("providers", "vip_sidecar/providers"))
+        for f in (REPO / folder).rglob("*.py")  # rglob does not follow sidecar/providers
     }
-    assert source <= set(names), sorted(source - set(names))
+    modules = {n for n in names if n.endswith(".py")}
+    assert source == modules, (sorted(source - modules), sorted(modules - source))
+    assert not [n for n in names if n.split("/")[0] in ("sidecar", "providers")]
     with tarfile.open(sdist) as tf:
         members = {m.split("/", 1)[1] for m in tf.getnames() if "/" in m}
     for path in ("LICENSE", "packaging/man/vip-sidecar.8", "packaging/systemd/vip-sidecar.service",
@@ -77,7 +80,7 @@ def test_clean_venv_runs_the_wheel(clean_venv, tmp_path):
     v, env = clean_venv
     out = run(str(v / "bin" / "vip-sidecar"), "--version", cwd=tmp_path, env=env).stdout
     assert out.strip() == f"vip-sidecar {VERSION}"
-    where = run(str(v / "bin" / "python"), "-c", "import sidecar; print(sidecar.__file__)",
+    where = run(str(v / "bin" / "python"), "-c", "import vip_sidecar; print(vip_sidecar.__file__)",
                 cwd=tmp_path, env=env).stdout  # fmt: skip
     assert where.startswith(str(v)), where
     page = v / "share" / "man" / "man8" / "vip-sidecar.8"

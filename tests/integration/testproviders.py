@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from providers.base import Provider, Veto, VipContext
-from sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.providers.base import Provider, Veto, VipContext
 
 
 class FaultyProvider(Provider):

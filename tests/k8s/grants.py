@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, ApiCall
 from tests.k8s.controlplane import ControlPlane
+from vip_sidecar.providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, ApiCall
 
 
 def rules(calls: frozenset[ApiCall]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from ipaddress import IPv4Address
 from typing import Any
 
-from sidecar.config import VipConfig
+from vip_sidecar.config import VipConfig
 
 
 def vip_config(**overrides: Any) -> VipConfig:

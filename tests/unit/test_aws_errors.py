@@ -8,7 +8,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from providers.aws.errors import (
+from tests.awsfakes.fake_ec2 import client_error
+from vip_sidecar.providers.aws.errors import (
     AwsConfigError,
     AwsCredentialsError,
     AwsPermissionError,
@@ -18,7 +19,6 @@ from providers.aws.errors import (
     is_retryable,
     translate,
 )
-from tests.awsfakes.fake_ec2 import client_error
 
 
 @pytest.mark.parametrize(

@@ -10,21 +10,21 @@ import asyncio
 
 import pytest
 
-from providers.aws.api import ClientSettings, Ec2Api, SharedClient, imds_config
-from providers.aws.errors import (
+from tests.awsfakes import forget_clients
+from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, LagModel, client_error
+from tests.unit.test_aws_provider import ROUTE_VIP, VIP, make
+from vip_sidecar.providers.aws.api import ClientSettings, Ec2Api, SharedClient, imds_config
+from vip_sidecar.providers.aws.errors import (
     AwsFenceLost,
     AwsNotOwner,
     AwsRetryExhausted,
     AwsTagBudgetError,
     translate,
 )
-from providers.aws.imds import region_of_zone
-from providers.aws.modes import TAG_VALUE_MAX, Claim, Fence, bound_holder
-from providers.aws.options import parse_options
-from providers.base import ErrorKind, ProviderConfigError, VipContext
-from tests.awsfakes import forget_clients
-from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, LagModel, client_error
-from tests.unit.test_aws_provider import ROUTE_VIP, VIP, make
+from vip_sidecar.providers.aws.imds import region_of_zone
+from vip_sidecar.providers.aws.modes import TAG_VALUE_MAX, Claim, Fence, bound_holder
+from vip_sidecar.providers.aws.options import parse_options
+from vip_sidecar.providers.base import ErrorKind, ProviderConfigError, VipContext
 
 KEY = f"vip-sidecar/{VIP}"
 
@@ -196,7 +196,7 @@ async def test_mutating_calls_use_the_client_without_botocore_retries():
 
 
 async def test_a_read_is_abandoned_at_the_deadline(monkeypatch):
-    monkeypatch.setattr("providers.aws.api.READ_GRACE_S", 0.01)
+    monkeypatch.setattr("vip_sidecar.providers.aws.api.READ_GRACE_S", 0.01)
 
     class Slow:
         def describe_addresses(self, **params):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.aws.imds import (
+from vip_sidecar.providers.aws.imds import (
     TOKEN_HEADER,
     TOKEN_TTL_HEADER,
     ImdsClient,

@@ -2,10 +2,10 @@
 
 import pytest
 
-from providers.aws import create
-from providers.aws.options import parse_options
-from providers.base import ProviderConfigError
-from sidecar.config import build_config
+from vip_sidecar.config import build_config
+from vip_sidecar.providers.aws import create
+from vip_sidecar.providers.aws.options import parse_options
+from vip_sidecar.providers.base import ProviderConfigError
 
 
 def opts(timeout: float = 30.0, **raw):

@@ -7,19 +7,19 @@ import time
 
 import pytest
 
-from providers.aws.api import SharedClient
-from providers.aws.errors import (
+from tests.awsfakes import forget_clients
+from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, client_error
+from vip_sidecar.config import build_config
+from vip_sidecar.providers.aws.api import SharedClient
+from vip_sidecar.providers.aws.errors import (
     AwsConfigError,
     AwsFenceLost,
     AwsPermissionError,
     AwsRetryExhausted,
     AwsVerifyTimeout,
 )
-from providers.aws.provider import ACT_INTERVAL_S, AwsProvider
-from providers.base import VipContext
-from sidecar.config import build_config
-from tests.awsfakes import forget_clients
-from tests.awsfakes.fake_ec2 import FakeClock, FakeEc2, client_error
+from vip_sidecar.providers.aws.provider import ACT_INTERVAL_S, AwsProvider
+from vip_sidecar.providers.base import VipContext
 
 VIP = "10.0.0.100"
 ROUTE_VIP = "192.168.50.1"

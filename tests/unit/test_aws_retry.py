@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from providers.aws.api import Ec2Api
-from providers.aws.errors import AwsConfigError, AwsPermissionError, AwsRetryExhausted
-from providers.aws.retry import Backoff, Plan, converge
 from tests.awsfakes.fake_ec2 import FakeClock, client_error
+from vip_sidecar.providers.aws.api import Ec2Api
+from vip_sidecar.providers.aws.errors import AwsConfigError, AwsPermissionError, AwsRetryExhausted
+from vip_sidecar.providers.aws.retry import Backoff, Plan, converge
 
 
 def test_backoff_doubles_to_the_cap():

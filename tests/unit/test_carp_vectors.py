@@ -4,7 +4,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from sidecar import carp
+from vip_sidecar import carp
 
 
 def h(text: str) -> bytes:

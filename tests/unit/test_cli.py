@@ -4,8 +4,8 @@ import argparse
 
 import pytest
 
-from sidecar import cli
-from sidecar.status_client import format_table
+from vip_sidecar import cli
+from vip_sidecar.status_client import format_table
 
 
 def parse(*args):

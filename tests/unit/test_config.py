@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ConfigError, build_config, read_passfile
-from sidecar.sources import load_file, parse_rc_conf
+from vip_sidecar.config import ConfigError, build_config, read_passfile
+from vip_sidecar.sources import load_file, parse_rc_conf
 
 BASE = {
     "interface": "eth0",

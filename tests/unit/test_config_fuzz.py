@@ -1,6 +1,6 @@
 """Config fuzzing: generated YAML/TOML/JSON config files (wrong types, unicode, huge
 numbers, deep nesting, duplicate vhids, YAML aliases), VIP_SIDECAR_* environment values
-and argv go through the real CLI's config entry (`sidecar.cli.configure`, what `run` and
+and argv go through the real CLI's config entry (`vip_sidecar.cli.configure`, what `run` and
 `check` do before starting anything). The loader either accepts or exits 2 with one line
 that names a field; never a traceback, never a hang (a per-example deadline). A few
 subprocess runs check the same from the outside. Bounded: about 20 s in all."""
@@ -20,8 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import cli
-from sidecar.config import Config
+from vip_sidecar import cli
+from vip_sidecar.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 FIELDS = [
@@ -242,7 +242,7 @@ def test_subprocess_runs_exit_2_with_one_line(tmp_path, content, suffix, field):
     path.write_text(content)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_SIDECAR_")}
     res = subprocess.run(
-        [sys.executable, "-m", "sidecar", "check", "-i", "lo", "-s", "127.0.0.1", "-p", "x",
+        [sys.executable, "-m", "vip_sidecar", "check", "-i", "lo", "-s", "127.0.0.1", "-p", "x",
          "-a", "127.0.0.9", "--config", str(path)],
         cwd=REPO, capture_output=True, text=True, timeout=30, env=env,
     )  # fmt: skip
@@ -255,7 +255,7 @@ def test_subprocess_runs_exit_2_with_one_line(tmp_path, content, suffix, field):
 def test_subprocess_bad_argv_is_one_line():
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_SIDECAR_")}
     res = subprocess.run(
-        [sys.executable, "-m", "sidecar", "run", "-v"],
+        [sys.executable, "-m", "vip_sidecar", "run", "-v"],
         cwd=REPO, capture_output=True, text=True, timeout=30, env=env,
     )  # fmt: skip
     assert res.returncode == 2

@@ -1,6 +1,6 @@
 from ipaddress import IPv4Address
 
-from sidecar.counter import MASK64, AdvertCounter, ReplayGuard
+from vip_sidecar.counter import MASK64, AdvertCounter, ReplayGuard
 
 
 def test_random_until_heard_then_last_plus_one_like_ucarp():

@@ -4,8 +4,9 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from sidecar.carp import BOW_OUT
-from sidecar.election import (
+from tests.unit.fakes import FakeClock
+from vip_sidecar.carp import BOW_OUT
+from vip_sidecar.election import (
     Election,
     ElectionParams,
     Reason,
@@ -17,7 +18,6 @@ from sidecar.election import (
     Transition,
     ucarp_ip_lower,
 )
-from tests.unit.fakes import FakeClock
 
 ME = IPv4Address("10.99.0.11")
 PEER_LOWER = IPv4Address("10.99.1.10")  # "lower" than ME per ucarp's little-endian rule

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import carp
-from sidecar.config import build_config
-from sidecar.runtime import Runtime
 from tests.unit.fakes import FakeTransport
 from tests.unit.test_carp_vectors import VECTORS, h
+from vip_sidecar import carp
+from vip_sidecar.config import build_config
+from vip_sidecar.runtime import Runtime
 
 OWN_SRC = bytes([10, 99, 0, 200])
 KEYS = {

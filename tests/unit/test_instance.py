@@ -7,12 +7,12 @@ import asyncio
 import time
 from ipaddress import IPv4Address
 
-from providers.base import Provider, Veto
-from sidecar import carp
-from sidecar.config import Config, ProviderSpec, build_config
-from sidecar.election import State
-from sidecar.instance import VipInstance
 from tests.unit.fakes import FakeTransport
+from vip_sidecar import carp
+from vip_sidecar.config import Config, ProviderSpec, build_config
+from vip_sidecar.election import State
+from vip_sidecar.instance import VipInstance
+from vip_sidecar.providers.base import Provider, Veto
 
 PEER = IPv4Address("10.0.0.3")
 

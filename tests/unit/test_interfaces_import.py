@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import interfaces_import
-from sidecar.cli import build_parser, load_config, normalise_argv
-from sidecar.config import ConfigError
+from vip_sidecar import interfaces_import
+from vip_sidecar.cli import build_parser, load_config, normalise_argv
+from vip_sidecar.config import ConfigError
 
 README = Path("/usr/share/doc/ucarp/README.Debian")
 HOOK = Path("/etc/network/if-up.d/ucarp")

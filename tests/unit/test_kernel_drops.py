@@ -4,11 +4,11 @@ import os
 import socket
 from pathlib import Path
 
-from sidecar.config import build_config
-from sidecar.metrics import render
-from sidecar.runtime import Runtime
-from sidecar.transport import RCVBUF_BYTES, _size_receive_buffer
 from tests.unit.fakes import FakeTransport
+from vip_sidecar.config import build_config
+from vip_sidecar.metrics import render
+from vip_sidecar.runtime import Runtime
+from vip_sidecar.transport import RCVBUF_BYTES, _size_receive_buffer
 
 
 async def test_kernel_drops_are_counted_in_status_and_metrics():

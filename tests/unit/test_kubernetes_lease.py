@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from providers.kubernetes.lease import (
+from vip_sidecar.providers.kubernetes.lease import (
     ANNOTATION_POD,
     LeaseObserver,
     LeaseRecord,

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
-from providers.base import OwnershipLost, ProviderConfigError, Timing, Veto, VipContext
-from providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
-from providers.kubernetes.api import (
+from tests.unit.fakes import FakeClock
+from tests.unit.k8s_store import ApiError, Store
+from vip_sidecar.config import ProviderSpec, build_config
+from vip_sidecar.providers.base import OwnershipLost, ProviderConfigError, Timing, Veto, VipContext
+from vip_sidecar.providers.kubernetes import KubernetesProvider, LeaseLost, create, parse_options
+from vip_sidecar.providers.kubernetes.api import (
     API_CALLS,
     EVENT_CREATE,
     EVENT_PATCH,
@@ -33,10 +36,12 @@ from providers.kubernetes.api import (
     ApiFailure,
     KubeApiError,
 )
-from providers.kubernetes.publish import AGGREGATE_AFTER, COMBINED, SPAM_BURST, SPAM_REFILL_S
-from sidecar.config import ProviderSpec, build_config
-from tests.unit.fakes import FakeClock
-from tests.unit.k8s_store import ApiError, Store
+from vip_sidecar.providers.kubernetes.publish import (
+    AGGREGATE_AFTER,
+    COMBINED,
+    SPAM_BURST,
+    SPAM_REFILL_S,
+)
 
 NS = "ns"
 LEASE = "vip-sidecar-vhid5"
@@ -893,7 +898,7 @@ def test_the_client_retries_a_stale_connection_once_but_never_a_timeout_or_a_pos
         ReadTimeoutError,
     )
 
-    from providers.kubernetes.connect import stale_connection_retry
+    from vip_sidecar.providers.kubernetes.connect import stale_connection_retry
 
     stale = ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
     retry = stale_connection_retry()
@@ -933,7 +938,7 @@ async def test_status_reports_the_fence_and_its_counters(world):
 def test_api_errors_map_status_and_retry_after(status, headers, failure, retry_after):
     from kubernetes.client.exceptions import ApiException
 
-    from providers.kubernetes.api import api_error
+    from vip_sidecar.providers.kubernetes.api import api_error
 
     exc = ApiException(status=status, reason="x")
     exc.headers = headers

@@ -9,9 +9,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import sys
-from sidecar import cli
-from sidecar.config import build_config
-from sidecar.runtime import build_providers, Runtime
+from vip_sidecar import cli
+from vip_sidecar.config import build_config
+from vip_sidecar.runtime import build_providers, Runtime
 cfg = build_config({"interface": "lo", "srcip": "10.0.0.2", "vhid": 1, "pass": "x",
                     "addr": "10.0.0.9", "providers": %r})
 build_providers(cfg)

@@ -2,7 +2,7 @@
 
 import logging
 
-from sidecar.log import MAX_MESSAGE, JsonFormatter, SyslogFormatter, TextFormatter, escape
+from vip_sidecar.log import MAX_MESSAGE, JsonFormatter, SyslogFormatter, TextFormatter, escape
 
 
 def record(message, **fields):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sidecar
-from sidecar import manpage
-from sidecar.cli import build_parser
+import vip_sidecar
+from vip_sidecar import manpage
+from vip_sidecar.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / manpage.MAN_PATH
@@ -21,7 +21,7 @@ PAGE = REPO / manpage.MAN_PATH
 
 def test_committed_page_is_the_generated_one():
     assert PAGE.read_text() == manpage.render(), (
-        f"{manpage.MAN_PATH} is stale: run `python -m sidecar.manpage > {manpage.MAN_PATH}`"
+        f"{manpage.MAN_PATH} is stale: run `python -m vip_sidecar.manpage > {manpage.MAN_PATH}`"
     )
 
 
@@ -56,23 +56,23 @@ def test_man_reads_it_without_warnings():
     out = res.stdout
     assert re.search(r"^VIP-SIDECAR\(8\)", out, re.M)
     assert "--from-interfaces INTERFACES_FILE" in out
-    assert f"vip-sidecar {sidecar.__version__}" in out
+    assert f"vip-sidecar {vip_sidecar.__version__}" in out
 
 
 def test_the_version_is_written_once():
-    """pyproject reads sidecar.__version__; the chart's appVersion must follow it."""
+    """pyproject reads vip_sidecar.__version__; the chart's appVersion must follow it."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"]
     assert "version" in pyproject["project"]["dynamic"]
     dynamic = pyproject["tool"]["setuptools"]["dynamic"]["version"]
-    assert dynamic == {"attr": "sidecar.__version__"}
+    assert dynamic == {"attr": "vip_sidecar.__version__"}
     chart = yaml.safe_load((REPO / "helm" / "vip-sidecar" / "Chart.yaml").read_text())
-    assert chart["appVersion"] == sidecar.__version__
+    assert chart["appVersion"] == vip_sidecar.__version__
     out = subprocess.run(
-        [shutil.which("python3") or "python3", "-m", "sidecar", "--version"],
+        [shutil.which("python3") or "python3", "-m", "vip_sidecar", "--version"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
     ).stdout
-    assert out.strip() == f"vip-sidecar {sidecar.__version__}"
+    assert out.strip() == f"vip-sidecar {vip_sidecar.__version__}"

@@ -1,11 +1,11 @@
-"""The raw netlink IPv4 address dump of sidecar.netif (the alias provider's drift check)."""
+"""The raw netlink IPv4 address dump of vip_sidecar.netif (the alias provider's drift check)."""
 
 import socket
 import struct
 
 import pytest
 
-from sidecar import netif
+from vip_sidecar import netif
 
 
 def rtattr(kind: int, payload: bytes) -> bytes:

@@ -1,11 +1,11 @@
 import pytest
 
-from providers.alias import AliasProvider
-from providers.base import ProviderConfigError
-from providers.script import ScriptProvider
-from sidecar import parsing
-from sidecar.config import Config, ProviderSpec
 from tests.unit.fakes import vip_config
+from vip_sidecar import parsing
+from vip_sidecar.config import Config, ProviderSpec
+from vip_sidecar.providers.alias import AliasProvider
+from vip_sidecar.providers.base import ProviderConfigError
+from vip_sidecar.providers.script import ScriptProvider
 
 VIP = vip_config(advskew=128)
 

@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from providers.base import Provider, Veto, VipContext
-from sidecar.config import Config, ProviderSpec
-from sidecar.pipeline import Pipeline
 from tests.unit.fakes import vip_config
+from vip_sidecar.config import Config, ProviderSpec
+from vip_sidecar.pipeline import Pipeline
+from vip_sidecar.providers.base import Provider, Veto, VipContext
 
 VIP = vip_config()
 CFG = Config(vips=(VIP,))

@@ -1,8 +1,8 @@
 """What a reload does to each VIP, decided from the old and new config alone."""
 
-from sidecar.config import Config, ProviderSpec
-from sidecar.reload import diff
 from tests.unit.fakes import vip_config
+from vip_sidecar.config import Config, ProviderSpec
+from vip_sidecar.reload import diff
 
 
 def cfg(*vips, **globals_):

@@ -3,10 +3,10 @@ which interfaces open and close, and that a rejected reload changes nothing."""
 
 import pytest
 
-from sidecar.config import ConfigError, build_config
-from sidecar.reload import Reloader, ReloadRejected
-from sidecar.runtime import Runtime
 from tests.unit.fakes import FakeTransport
+from vip_sidecar.config import ConfigError, build_config
+from vip_sidecar.reload import Reloader, ReloadRejected
+from vip_sidecar.runtime import Runtime
 
 BASE = {"srcip": "10.99.0.2", "pass": "pw", "http": "127.0.0.1:9477"}
 

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from providers.base import VipContext
-from providers.script import ScriptError, ScriptProvider
-from sidecar.config import Config, ProviderSpec
 from tests.unit.fakes import vip_config
+from vip_sidecar.config import Config, ProviderSpec
+from vip_sidecar.providers.base import VipContext
+from vip_sidecar.providers.script import ScriptError, ScriptProvider
 
 
 def vip(**kw):
@@ -64,7 +64,7 @@ async def test_missing_or_non_executable_script_does_not_raise(tmp_path):
 
 def test_unknown_option_rejected():
     v = vip()
-    from providers.base import ProviderConfigError
+    from vip_sidecar.providers.base import ProviderConfigError
 
     with pytest.raises(ProviderConfigError, match="unknown options"):
         ScriptProvider(ProviderSpec("script", {"bogus": 1}), v, Config(vips=(v,)))

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sidecar.election import State
-from sidecar.sdnotify import Notifier, SystemdBridge, socket_address, status_line
+from vip_sidecar.election import State
+from vip_sidecar.sdnotify import Notifier, SystemdBridge, socket_address, status_line
 
 
 @pytest.fixture

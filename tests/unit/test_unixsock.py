@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sidecar import launch, unixsock
-from sidecar.config import ConfigError, build_config
-from sidecar.http import start_server
-from sidecar.unixsock import Peer, SocketPathError
+from vip_sidecar import launch, unixsock
+from vip_sidecar.config import ConfigError, build_config
+from vip_sidecar.http import start_server
+from vip_sidecar.unixsock import Peer, SocketPathError
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 BASE = {"interface": "eth0", "srcip": "10.0.0.2", "vhid": "7", "pass": "pw", "addr": "10.0.0.9"}

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from providers.base import Preflight, Provider, ProviderConfigError, VipContext
-from sidecar import parsing
-from sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar import parsing
+from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.providers.base import Preflight, Provider, ProviderConfigError, VipContext
 
 
 class StateFileProvider(Provider):

@@ -142,7 +142,7 @@ as a JSON list of option maps ({} for a bare "kubernetes").
 
 {{/*
 The Lease names the kubernetes provider uses, as a JSON list: its lease_name option,
-else "vip-sidecar-" + the VIP name made a DNS-1123 name (providers.kubernetes.lease
+else "vip-sidecar-" + the VIP name made a DNS-1123 name (vip_sidecar.providers.kubernetes.lease
 .dns_name; tests/integration/test_kubernetes_admission.py compares the two). The Role
 grants get/update on exactly these.
 */}}
