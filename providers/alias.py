@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ class AliasProvider(Provider):
         index = self._index()
         _SNAPSHOTS.invalidate(index)
         # one local netlink request: answered in microseconds, no thread needed
-        return netif.change_ipv4_address(command, index, str(self.vip.addr), self.prefix)
+        return netif.change_address(command, index, self.vip.addr, self.prefix)
 
     def _start_garps(self) -> None:
         self._stop_garps()
@@ -123,6 +124,8 @@ class AliasProvider(Provider):
 
     async def _garps(self, count: int | None = None) -> None:
         _, mac = netif.hardware_address(self.interface)
+        if not isinstance(self.vip.addr, IPv4Address):
+            return  # neighbour advertisements for IPv6: not yet
         frame = carp.encode_garp(mac, self.vip.addr)
         for i in range(self.garp_count if count is None else count):
             if i:

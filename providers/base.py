@@ -20,10 +20,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 
 from vip_sidecar.config import Config, ProviderSpec, VipConfig
+from vip_sidecar.inet import IPAddress
 
 
 class ErrorKind(enum.Enum):
@@ -104,7 +104,7 @@ class VipContext:
     is_master: Callable[[], bool] = _always
 
     @property
-    def addr(self) -> IPv4Address:
+    def addr(self) -> IPAddress:
         return self.vip.addr
 
     @property

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
+from vip_sidecar.inet import DEFAULT_GROUP4
+
 PROTO_CARP = 112
 CARP_VERSION = 2
 CARP_TYPE_ADVERTISEMENT = 1
@@ -23,7 +25,7 @@ IP_HEADER_LEN = 20
 CARP_TTL = 255
 IPTOS_LOWDELAY = 0x10
 IP_DF = 0x4000
-DEFAULT_GROUP = IPv4Address("224.0.0.18")
+DEFAULT_GROUP = DEFAULT_GROUP4
 BOW_OUT = 255  # advbase=255 and advskew=255: "I am leaving, take over now"
 MAX_PASSWORD_LEN = 19  # ucarp copies password + NUL into a 20-byte buffer
 

@@ -79,13 +79,18 @@ class _AppendPeer(argparse.Action):
 # kind: "value" takes an argument, "flag" is a switch, or an argparse Action class.
 UCARP_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("-i", "--interface"), "interface", "value", "interface to use"),
-    (("-s", "--srcip"), "srcip", "value", "this host's persistent source address"),
+    (
+        ("-s", "--srcip"),
+        "srcip",
+        "value",
+        "this host's persistent source address (IPv6: link-local or global)",
+    ),
     (("-v", "--vhid"), "vhid", "value", "virtual host id 1..255"),
     (("-p", "--pass"), "pass", _PassAction, "shared password (1..19 bytes)"),
     (("-o", "--passfile"), "passfile", _PassAction, "read the password from a file's first line"),
     (("-P", "--preempt"), "preempt", "flag", "become master as soon as possible"),
     (("-n", "--neutral"), "neutral", "flag", "don't run the downscript at start-up"),
-    (("-a", "--addr"), "addr", "value", "virtual IPv4 address"),
+    (("-a", "--addr"), "addr", "value", "virtual IPv4 or IPv6 address (one family per VIP)"),
     (("-b", "--advbase"), "advbase", "value", "advertisement base, seconds (default 1)"),
     (("-k", "--advskew"), "advskew", "value", "advertisement skew 0..254 (default 0)"),
     (("-u", "--upscript"), "upscript", "value", "run when becoming master"),
@@ -106,7 +111,12 @@ UCARP_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
         "flag",
         "broadcast adverts (ff:ff:ff:ff:ff:ff) instead of multicast",
     ),
-    (("-m", "--mcastip", "--mcast"), "mcast", "value", "multicast group (default 224.0.0.18)"),
+    (
+        ("-m", "--mcastip", "--mcast"),
+        "mcast",
+        "value",
+        "multicast group (default 224.0.0.18, for an IPv6 VIP ff02::12)",
+    ),
     (("-f", "--facility"), "facility", "value", "syslog facility (default daemon; none)"),
     (("-x", "--xparam"), "xparam", "value", "extra parameter for the scripts"),
 ]

@@ -15,11 +15,10 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 
-from vip_sidecar import fields, parsing, unixsock
-from vip_sidecar.carp import DEFAULT_GROUP
+from vip_sidecar import fields, inet, parsing, unixsock
+from vip_sidecar.inet import IPAddress
 from vip_sidecar.providers import registry
 
 ENV_PREFIX = "VIP_SIDECAR_"
@@ -51,20 +50,20 @@ class ProviderSpec:
 @dataclass(frozen=True)
 class VipConfig:
     interface: str
-    srcip: IPv4Address
+    srcip: IPAddress
     vhid: int
     password: bytes
-    addr: IPv4Address
-    addr_text: str  # scripts get the address exactly as the operator wrote it
+    addr: IPAddress
+    addr_text: str  # scripts get the address as written (IPv6: compressed)
     name: str
     advbase: int = 1
     advskew: int = 0
     deadratio: int = 3
     preempt: bool = False
     neutral: bool = False
-    mcast: IPv4Address = DEFAULT_GROUP
+    mcast: IPAddress = inet.DEFAULT_GROUP4  # _make_vip picks ff02::12 for an IPv6 VIP
     nomcast: bool = False
-    peers: tuple[IPv4Address, ...] = ()
+    peers: tuple[IPAddress, ...] = ()
     upscript: str | None = None
     downscript: str | None = None
     xparam: str | None = None
@@ -74,6 +73,11 @@ class VipConfig:
     replay_protection: bool = False
     real_mac: bool = False
     providers: tuple[ProviderSpec, ...] = ()
+
+    @property
+    def family(self) -> str:
+        """'ipv4' or 'ipv6': every address of the entry has the VIP's family."""
+        return inet.family(self.addr)
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         ("interface", "a network interface name (-i/--interface)"),
         ("srcip", "this host's persistent source address (-s/--srcip)"),
         ("vhid", "a virtual host id 1..255 (-v/--vhid)"),
-        ("addr", "the virtual IPv4 address (-a/--addr)"),
+        ("addr", "the virtual IPv4 or IPv6 address (-a/--addr)"),
     ):
         if required not in f:
             raise ConfigError(where + required, f"missing; you must supply {what}")
@@ -303,12 +307,13 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         raise ConfigError(
             where + "pass", "missing; supply a password with -p/--pass or -o/--passfile"
         )
-    addr = IPv4Address(f["addr"])
+    addr = parsing.ip_address(f["addr"])
+    _check_family(f, addr, where)
     if addr == f["srcip"]:
         raise ConfigError(
             where + "addr", f"the VIP {addr} must differ from this node's srcip {f['srcip']}"
         )
-    if addr.is_link_local and not f["srcip"].is_link_local:
+    if addr.version == 4 and addr.is_link_local and not f["srcip"].is_link_local:
         # a 169.254/16 VIP is only reachable on its own link: useful only where the
         # node itself speaks link-local, never next to a routed srcip
         raise ConfigError(
@@ -353,7 +358,7 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         deadratio=f.get("deadratio", 3),
         preempt=f.get("preempt", False),
         neutral=f.get("neutral", False),
-        mcast=f.get("mcast", DEFAULT_GROUP),
+        mcast=f.get("mcast", inet.default_group(addr)),
         nomcast=f.get("nomcast", False),
         peers=peers,
         upscript=f.get("upscript"),
@@ -366,6 +371,27 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
         real_mac=f.get("real_mac", False),
         providers=tuple(providers),
     )
+
+
+def _check_family(f: dict[str, Any], addr: IPAddress, where: str) -> None:
+    """One family per VIP entry: BSD's HMAC covers the vhid's addresses of both families,
+    so a v4+v6 vhid of ours could not match it anyway; two entries (two vhids) are the
+    dual-stack form, each with its own group, peers and srcip."""
+    fam = inet.family(addr)
+    hint = "one address family per VIP entry (dual-stack: two VIPs with two vhids)"
+    for key in ("srcip", "mcast"):
+        if key in f and f[key].version != addr.version:
+            got = f"{f[key]} is {inet.family(f[key])}"
+            raise ConfigError(where + key, f"{got} but the VIP {addr} is {fam}: {hint}")
+    for peer in f.get("peers", ()):
+        if peer.version != addr.version:
+            got = f"{peer} is {inet.family(peer)}"
+            raise ConfigError(where + "peers", f"{got} but the VIP {addr} is {fam}: {hint}")
+    if addr.version == 6 and f.get("nomcast"):
+        raise ConfigError(
+            where + "nomcast",
+            "IPv6 has no broadcast: use multicast (default ff02::12) or --peer for unicast",
+        )
 
 
 def _writable_by_others(path: str) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+
+from vip_sidecar.inet import IPAddress
 
 MASK64 = (1 << 64) - 1
 
@@ -49,11 +50,11 @@ class ReplayGuard:
     """Per-source strictly increasing counters."""
 
     def __init__(self) -> None:
-        self._last: dict[IPv4Address, int] = {}
+        self._last: dict[IPAddress, int] = {}
 
-    def fresh(self, src: IPv4Address, counter: int) -> bool:
+    def fresh(self, src: IPAddress, counter: int) -> bool:
         last = self._last.get(src)
         return last is None or counter > last
 
-    def accept(self, src: IPv4Address, counter: int) -> None:
+    def accept(self, src: IPAddress, counter: int) -> None:
         self._last[src] = counter

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from ipaddress import IPv4Address
 
 from vip_sidecar.carp import BOW_OUT, interval_us
+from vip_sidecar.inet import IPAddress
 
 US = 1_000_000
 SEND_ERROR_SKEW = 240  # ucarp advertises this while its writes keep failing
@@ -78,7 +78,7 @@ class RequestPromotion:
 class Reassert:
     """A worse master is advertising: re-check the VIP is still ours (cloud drift)."""
 
-    peer: IPv4Address
+    peer: IPAddress
 
 
 Action = SendAdvert | Transition | SendGarp | RequestPromotion | Reassert
@@ -86,7 +86,7 @@ Action = SendAdvert | Transition | SendGarp | RequestPromotion | Reassert
 
 @dataclass(frozen=True, slots=True)
 class ElectionParams:
-    src: IPv4Address
+    src: IPAddress
     advbase: int = 1
     advskew: int = 0
     deadratio: int = 3
@@ -102,9 +102,10 @@ class ElectionParams:
             raise ValueError("deadratio must be >= 1")
 
 
-def ucarp_ip_lower(a: IPv4Address, b: IPv4Address) -> bool:
+def ucarp_ip_lower(a: IPAddress, b: IPAddress) -> bool:
     """ucarp compares s_addr as a native integer: on little-endian hosts the last octet
-    is most significant. Debian amd64/arm64 peers break ties this way (spec 3.5)."""
+    is most significant. Debian amd64/arm64 peers break ties this way (spec 3.5). IPv6
+    sources (ucarp has none) are compared the same way, so one rule serves both."""
     return int.from_bytes(a.packed, "little") < int.from_bytes(b.packed, "little")
 
 
@@ -161,7 +162,7 @@ class Election:
         self._arm_dead_timer()
         return [Transition(State.INIT, State.BACKUP, Reason.STARTUP)]
 
-    def on_advert(self, src: IPv4Address, advbase: int, advskew: int) -> list[Action]:
+    def on_advert(self, src: IPAddress, advbase: int, advskew: int) -> list[Action]:
         """A valid (authenticated) advertisement for our vhid from another node."""
         if self.state is State.INIT or self.stopped:
             return []

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from vip_sidecar import parsing
 from vip_sidecar.carp import MAX_PASSWORD_LEN
+from vip_sidecar.inet import IPAddress
 
 BROADCAST = IPv4Address("255.255.255.255")
 
@@ -27,33 +28,33 @@ def http_address(value: Any) -> str:
     return text
 
 
-def ipv4_nonzero(value: Any) -> IPv4Address:
-    ip = parsing.ipv4(value)
-    if int(ip) == 0:
-        raise ValueError("must not be 0.0.0.0")
-    return ip
-
-
-def host_address(value: Any) -> IPv4Address:
-    """An address one host can own and send from (srcip, a VIP, a peer): not 0.0.0.0,
-    multicast, the limited broadcast, loopback or the reserved 240.0.0.0/4."""
-    ip = ipv4_nonzero(value)
+def host_address(value: Any) -> IPAddress:
+    """An address one host can own and send from (srcip, a VIP, a peer), IPv4 or IPv6:
+    not unspecified, multicast, broadcast, loopback, IPv4's reserved 240.0.0.0/4 or an
+    IPv4-mapped IPv6 address (that is an IPv4 host: write it as one)."""
+    ip = parsing.ip_address(value)
+    if ip.is_unspecified:
+        raise ValueError(f"must not be the unspecified address, got {value!r}")
     if ip.is_multicast:
         raise ValueError(f"must be a unicast address, got the multicast address {value!r}")
     if ip == BROADCAST:
         raise ValueError(f"must be a unicast address, got the broadcast address {value!r}")
     if ip.is_loopback:
-        raise ValueError(f"must not be a loopback address (127.0.0.0/8), got {value!r}")
-    if ip.is_reserved:
+        raise ValueError(f"must not be a loopback address, got {value!r}")
+    if isinstance(ip, IPv4Address) and ip.is_reserved:
         raise ValueError(f"must not be in the reserved 240.0.0.0/4, got {value!r}")
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        raise ValueError(f"must not be an IPv4-mapped address; write {ip.ipv4_mapped}")
     return ip
 
 
 def addr_text(value: Any) -> str:
-    """The VIP, validated but kept as written: scripts receive the original text."""
+    """The VIP, validated. An IPv4 VIP is kept as written (scripts receive the original
+    text, as with ucarp); an IPv6 VIP becomes its compressed form (RFC 5952), the one
+    spelling `ip -6 addr` prints and scripts can compare against."""
     text = str(value).strip()
-    host_address(text)
-    return text
+    ip = host_address(text)
+    return str(ip) if ip.version == 6 else text
 
 
 # A VIP name appears in every log line, metric label, URL path and Kubernetes object
@@ -74,10 +75,18 @@ def vip_name(value: Any) -> str:
     return text
 
 
-def multicast(value: Any) -> IPv4Address:
-    ip = parsing.ipv4(value)
+def multicast(value: Any) -> IPAddress:
+    """A CARP group: IPv4 224.0.0.0/4, or IPv6 ff00::/8 beyond the interface-local scope
+    (ff01::/16 never leaves the host)."""
+    ip = parsing.ip_address(value)
     if not ip.is_multicast:
-        raise ValueError(f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
+        raise ValueError(
+            f"must be a multicast address (224.0.0.0/4 or ff00::/8), got {value!r}"
+        )
+    if isinstance(ip, IPv6Address) and ip.packed[1] & 0x0F in (0, 1):
+        raise ValueError(
+            f"must have at least link-local scope (like ff02::12), got {value!r}"
+        )
     return ip
 
 
@@ -104,12 +113,12 @@ def password(value: Any) -> bytes:
     return raw
 
 
-def peers(value: Any) -> tuple[IPv4Address, ...]:
+def peers(value: Any) -> tuple[IPAddress, ...]:
     items: list[Any]
     if isinstance(value, str):
         items = [v for v in value.replace(",", " ").split() if v]
     elif isinstance(value, list | tuple):
         items = list(value)
     else:
-        raise ValueError(f"must be a list of IPv4 addresses, got {value!r}")
+        raise ValueError(f"must be a list of IP addresses, got {value!r}")
     return tuple(host_address(v) for v in items)

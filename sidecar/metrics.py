@@ -106,6 +106,13 @@ class RuntimeCollector:
             "Unix time this node last knew of a master (now if it is MASTER)",
             labels=vl,
         )
+        # the family and address are labels of their own series, not of every metric:
+        # adding labels to the existing series would break every query written for them
+        info = GaugeMetricFamily(
+            "vip_sidecar_vip_info",
+            "1 per VIP; labels say its address family (ipv4, ipv6) and address",
+            labels=[*vl, "family", "addr"],
+        )
         healthy = GaugeMetricFamily(
             "vip_sidecar_healthy", "1 while /healthz holds (loop alive, adverts on time)"
         )
@@ -114,6 +121,7 @@ class RuntimeCollector:
         for inst in rt.instances:
             name, st = inst.cfg.name, inst.stats
             lv = [name, str(inst.cfg.vhid), inst.cfg.interface]
+            info.add_metric([*lv, inst.cfg.family, str(inst.cfg.addr)], 1)
             state.add_metric(lv, STATE_VALUES[inst.election.state.name])
             is_master.add_metric(lv, 1 if inst.election.state.name == "MASTER" else 0)
             advskew.add_metric(lv, inst.election.advskew)
@@ -162,6 +170,7 @@ class RuntimeCollector:
             pvalue,
             dead,
             master_seen,
+            info,
             healthy,
         )
 

@@ -1,5 +1,5 @@
-"""Interface facts through ioctl and one raw netlink dump (work in any network namespace,
-no /sys needed)."""
+"""Interface facts through ioctl and raw netlink: address dump, add and delete (they
+work in any network namespace, no /sys needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import ip_address
+
+from vip_sidecar.inet import IPAddress
 
 SIOCGIFFLAGS = 0x8913
 NETLINK_ROUTE = 0
@@ -25,6 +27,12 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
+IFA_FLAGS = 8
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+_UNUSABLE6 = IFA_F_TENTATIVE | IFA_F_DADFAILED
+_ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16}
 NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTATTR = struct.Struct("=HH")  # length, type
@@ -71,23 +79,24 @@ def format_mac(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
-def ipv4_addresses(name: str) -> set[IPv4Address]:
-    """Every IPv4 address configured on an interface (labels `eth0:1` included: they
-    share the index): what ucarp checks -s against. One netlink address dump, cheap
-    enough for every housekeeping tick (getifaddrs(3) also dumps every link with its
-    statistics, and was the largest item of the idle daemon's CPU)."""
+def addresses(name: str) -> set[IPAddress]:
+    """Every usable IPv4 and IPv6 address configured on an interface (labels `eth0:1`
+    included: they share the index): what ucarp checks -s against. One netlink address
+    dump, cheap enough for every housekeeping tick (getifaddrs(3) also dumps every link
+    with its statistics, and was the largest item of the idle daemon's CPU)."""
     index = socket.if_nametoindex(name)
-    return {IPv4Address(a) for a in address_table().get(index, ())}
+    return {ip_address(a) for a in address_table().get(index, ())}
 
 
 def address_table(timeout: float = 1.0) -> dict[int, frozenset[str]]:
-    """Every IPv4 address of every interface by index: one RTM_GETADDR dump on a plain
-    netlink socket. The alias provider's drift check shares one such table among all its
-    VIPs; pyroute2's asyncio client cost ~3 ms of set-up per dump."""
+    """Every IPv4 and IPv6 address of every interface by index, as text (IPv6
+    compressed): one RTM_GETADDR dump on a plain netlink socket. The alias provider's
+    drift check shares one such table among all its VIPs; pyroute2's asyncio client cost
+    ~3 ms of set-up per dump."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
         s.settimeout(timeout)
         s.bind((0, 0))
-        body = IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+        body = IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         flags = NLM_F_REQUEST | NLM_F_DUMP
         s.send(NLMSG_HDR.pack(NLMSG_HDR.size + len(body), RTM_GETADDR, flags, 1, 0) + body)
         found: dict[int, set[str]] = {}
@@ -98,7 +107,9 @@ def address_table(timeout: float = 1.0) -> dict[int, frozenset[str]]:
 
 def parse_addr_dump(data: bytes, found: dict[int, set[str]]) -> bool:
     """Add the addresses of one netlink datagram to `found`; True at the end of the dump.
-    A truncated or malformed datagram ends the dump (raises OSError on a netlink error)."""
+    A truncated or malformed datagram ends the dump (raises OSError on a netlink error).
+    IPv6 addresses still in DAD (tentative) or that failed it are left out: the kernel
+    neither sends from nor answers for them, so they do not count as configured."""
     off = 0
     while off + NLMSG_HDR.size <= len(data):
         length, kind, _, _, _ = NLMSG_HDR.unpack_from(data, off)
@@ -112,7 +123,7 @@ def parse_addr_dump(data: bytes, found: dict[int, set[str]]) -> bool:
                 raise OSError(-code, f"netlink address dump failed: errno {-code}")
             return True
         if kind == RTM_NEWADDR and length >= NLMSG_HDR.size + IFADDRMSG.size:
-            family, _, _, _, index = IFADDRMSG.unpack_from(data, off + NLMSG_HDR.size)
+            family, _, hflags, _, index = IFADDRMSG.unpack_from(data, off + NLMSG_HDR.size)
             attrs: dict[int, bytes] = {}
             a = off + NLMSG_HDR.size + IFADDRMSG.size
             while a + RTATTR.size <= off + length:
@@ -123,8 +134,11 @@ def parse_addr_dump(data: bytes, found: dict[int, set[str]]) -> bool:
                 a += (alen + 3) & ~3
             # IFA_LOCAL is the address itself; IFA_ADDRESS the peer on point-to-point links
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if family == socket.AF_INET and raw is not None and len(raw) == 4:
-                found.setdefault(index, set()).add(socket.inet_ntoa(raw))
+            aflags = attrs.get(IFA_FLAGS)
+            flags = struct.unpack("=I", aflags)[0] if aflags and len(aflags) == 4 else hflags
+            unusable = family == socket.AF_INET6 and flags & _UNUSABLE6
+            if raw is not None and _ADDR_LEN.get(family) == len(raw) and not unusable:
+                found.setdefault(index, set()).add(socket.inet_ntop(family, raw))
         off += (length + 3) & ~3
     return False
 
@@ -133,20 +147,26 @@ def parse_addr_dump(data: bytes, found: dict[int, set[str]]) -> bool:
 _UNCHANGED = {errno.EEXIST, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT}
 
 
-def change_ipv4_address(
-    command: str, index: int, address: str, prefixlen: int, timeout: float = 1.0
+def change_address(
+    command: str, index: int, address: IPAddress, prefixlen: int, timeout: float = 1.0
 ) -> bool:
     """`ip addr add|del ADDRESS/PREFIXLEN dev INDEX` as one netlink request: True if the
     address was added or removed, False if it already was (or was not) there; OSError on
     any other refusal. Replaces pyroute2 in the alias provider: importing it cost 0.6 s
-    on the first transition, which delayed a take-over and a restarted node's clean-up."""
+    on the first transition, which delayed a take-over and a restarted node's clean-up.
+    An IPv6 address is added `nodad` (IFA_F_NODAD in IFA_FLAGS, as pyroute2 and iproute2
+    send it): a tentative address can be neither used nor announced for about a second,
+    and a DAD probe racing the old master's copy would mark it dadfailed for good."""
     kind = {"add": RTM_NEWADDR, "del": RTM_DELADDR}[command]
     flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if command == "add" else 0)
-    raw = socket.inet_aton(address)
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    raw = address.packed
     attrs = b"".join(
-        RTATTR.pack(RTATTR.size + 4, kind_) + raw for kind_ in (IFA_LOCAL, IFA_ADDRESS)
+        RTATTR.pack(RTATTR.size + len(raw), kind_) + raw for kind_ in (IFA_LOCAL, IFA_ADDRESS)
     )
-    body = IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, 0, index) + attrs
+    if family == socket.AF_INET6 and command == "add":
+        attrs += RTATTR.pack(RTATTR.size + 4, IFA_FLAGS) + struct.pack("=I", IFA_F_NODAD)
+    body = IFADDRMSG.pack(family, prefixlen, 0, 0, index) + attrs
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
         s.settimeout(timeout)
         s.bind((0, 0))

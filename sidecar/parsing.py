@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from ipaddress import AddressValueError, IPv4Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import Any, TypeVar
+
+from vip_sidecar.inet import IPAddress
 
 T = TypeVar("T")
 Parser = Callable[[Any], T]
@@ -35,6 +37,22 @@ def ipv4(value: Any) -> IPv4Address:
         return IPv4Address(str(value).strip())
     except AddressValueError:
         raise ValueError(f"must be an IPv4 address like 192.0.2.10, got {value!r}") from None
+
+
+def ip_address(value: Any) -> IPAddress:
+    """An IPv4 or IPv6 address. An IPv6 zone ("%eth0") is refused: the interface is a
+    field of its own, and a zoned address never equals the same address on the wire."""
+    text = str(value).strip()
+    try:
+        if ":" not in text:
+            return IPv4Address(text)
+        if "%" not in text:
+            return IPv6Address(text)
+    except AddressValueError:
+        pass
+    raise ValueError(
+        f"must be an IPv4 or IPv6 address like 192.0.2.10 or 2001:db8::10, got {value!r}"
+    )
 
 
 def c_integer(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from vip_sidecar import netif
+from vip_sidecar import inet, netif
 from vip_sidecar.config import Config, ConfigError, VipConfig
 from vip_sidecar.providers.base import Provider
 
@@ -16,9 +16,10 @@ def host_problem(vip: VipConfig) -> tuple[str, str] | None:
     if not netif.link_state(vip.interface).exists:
         present = ", ".join(sorted(name for _, name in socket.if_nameindex()))
         return "interface", f"no interface named {vip.interface} (present: {present})"
-    addresses = netif.ipv4_addresses(vip.interface)
+    addresses = netif.addresses(vip.interface)
     if vip.srcip not in addresses:
-        have = ", ".join(sorted(map(str, addresses))) or "no IPv4 address"
+        same = sorted(str(a) for a in addresses if a.version == vip.srcip.version)
+        have = ", ".join(same) or f"no usable {inet.family(vip.srcip)} address"
         return "srcip", f"{vip.srcip} is not an address of {vip.interface} (it has {have})"
     return None
 

@@ -357,7 +357,7 @@ class Runtime:
 
     def _addresses(self, ifname: str) -> set[Any]:
         try:
-            return netif.ipv4_addresses(ifname)
+            return netif.addresses(ifname)
         except OSError as exc:  # a failed dump is no proof the address is gone
             self._warn.warn(
                 f"addr/{ifname}", f"cannot list the addresses of {ifname}: {exc}", event="netif"

@@ -19,7 +19,7 @@ from vip_sidecar.config import VipConfig
 from vip_sidecar.counter import AdvertCounter, ReplayGuard
 from vip_sidecar.log import RateLimitedWarnings
 from vip_sidecar.stats import VipStats
-from vip_sidecar.transport import InterfaceTransport
+from vip_sidecar.transport import InterfaceTransport, ipv4_only
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Speaker:
         self.transport = transport
         self.stats = stats
         self.clock = clock
-        self.auth = carp.Authenticator(cfg.password, cfg.vhid, cfg.addr)
+        self.auth = carp.Authenticator(cfg.password, cfg.vhid, ipv4_only(cfg.addr))
         self.counter = AdvertCounter(monotonic=cfg.replay_protection)
         self.replay = ReplayGuard() if cfg.replay_protection else None
         self.master_seen: MasterSeen | None = None
@@ -61,9 +61,11 @@ class Speaker:
         if self.cfg.peers:
             # one unreachable peer must not silence the adverts to the others
             for peer in self.cfg.peers:
-                packet = carp.encode_ip(payload, self.cfg.srcip, peer, secrets.randbits(16))
+                dst = ipv4_only(peer)
+                src = ipv4_only(self.cfg.srcip)
+                packet = carp.encode_ip(payload, src, dst, secrets.randbits(16))
                 try:
-                    self.transport.send_unicast(packet, peer)
+                    self.transport.send_unicast(packet, dst)
                 except OSError as exc:
                     errors.append(exc)
                     self._warn.warn(
@@ -75,12 +77,14 @@ class Speaker:
                     )
             failed = len(errors) == len(self.cfg.peers)
         else:
-            packet = carp.encode_ip(payload, self.cfg.srcip, self.cfg.mcast, secrets.randbits(16))
+            group = ipv4_only(self.cfg.mcast)
+            src = ipv4_only(self.cfg.srcip)
+            packet = carp.encode_ip(payload, src, group, secrets.randbits(16))
             try:
                 self.transport.send_multicast(
                     packet,
                     self.cfg.vhid,
-                    self.cfg.mcast,
+                    group,
                     broadcast=self.cfg.nomcast,
                     real_mac=self.cfg.real_mac,
                 )
@@ -101,7 +105,8 @@ class Speaker:
 
     def send_garp(self) -> None:
         try:
-            self.transport.send_frame(carp.encode_garp(self.transport.mac, self.cfg.addr))
+            frame = carp.encode_garp(self.transport.mac, ipv4_only(self.cfg.addr))
+            self.transport.send_frame(frame)
         except OSError as exc:
             self._warn.warn(
                 "garp",

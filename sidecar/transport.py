@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 
 from vip_sidecar import netif
 from vip_sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
+from vip_sidecar.inet import IPAddress
 
 ETH_P_IP = 0x0800
 ETH_P_ALL = 0x0003
@@ -40,6 +41,13 @@ RCVBUF_BYTES = 1 << 20
 
 class TransportError(RuntimeError):
     pass
+
+
+def ipv4_only(ip: IPAddress) -> IPv4Address:
+    """The IPv4 wire path's address; an IPv6 VIP is refused until its transport exists."""
+    if not isinstance(ip, IPv4Address):
+        raise TransportError(f"{ip}: IPv6 adverts are not implemented yet")
+    return ip
 
 
 def _bpf_carp_only() -> bytes:
@@ -110,8 +118,9 @@ class InterfaceTransport:
     def fileno(self) -> int:
         return self.rx.fileno()
 
-    def join(self, group: IPv4Address) -> None:
+    def join(self, group_ip: IPAddress) -> None:
         """IGMP membership so that snooping switches forward the group to us."""
+        group = ipv4_only(group_ip)
         if group in self._memberships:
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

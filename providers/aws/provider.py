@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from ipaddress import IPv4Address
 from typing import Any
 
 from vip_sidecar.config import Config, ProviderSpec, VipConfig
@@ -44,7 +45,7 @@ from vip_sidecar.providers.aws.modes import Fence, Mode, ModePlan, SecondaryIpMo
 from vip_sidecar.providers.aws.options import AwsOptions, parse_options
 from vip_sidecar.providers.aws.retry import AsyncSleep, Backoff, Clock, converge
 from vip_sidecar.providers.aws.route import RouteMode
-from vip_sidecar.providers.base import Preflight, Provider, VipContext
+from vip_sidecar.providers.base import Preflight, Provider, ProviderConfigError, VipContext
 
 # a repeated identical action waits this long for the previous one to show in reads
 ACT_INTERVAL_S = 3.0
@@ -55,6 +56,9 @@ class AwsProvider(Provider):
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         super().__init__(spec, vip, config)
+        if not isinstance(vip.addr, IPv4Address):
+            raise ProviderConfigError(f"aws: the IPv6 VIP {vip.addr} is not supported yet")
+        self.addr: IPv4Address = vip.addr
         self.opts: AwsOptions = parse_options(spec.options, spec.timeout)
         self.reassert_interval = self.opts.reassert_interval
         # seams for tests: time, sleeping, the EC2 client and the IMDS transport
@@ -153,7 +157,7 @@ class AwsProvider(Provider):
     def _make_mode(self, api: Ec2Api, ident: Identity) -> Mode:
         fence = Fence(
             self.opts.tag_prefix,
-            self.vip.addr,
+            self.addr,
             holder=bound_holder("?", ident.eni_id),
             enabled=self.opts.fencing,
         )
@@ -161,7 +165,7 @@ class AwsProvider(Provider):
             return SecondaryIpMode(
                 api,
                 ident,
-                self.vip.addr,
+                self.addr,
                 fence,
                 self._imds_view(ident),
                 emulator_compat=self.opts.emulator_compat,
@@ -170,13 +174,13 @@ class AwsProvider(Provider):
             return EipMode(
                 api,
                 ident,
-                self.vip.addr,
+                self.addr,
                 fence,
                 self.opts.allocation_id,
                 self.opts.public_ip,
                 self.opts.private_ip,
             )
-        return RouteMode(api, ident, self.vip.addr, fence, self.opts.route_table_ids)
+        return RouteMode(api, ident, self.addr, fence, self.opts.route_table_ids)
 
     def _imds_view(self, ident: Identity) -> Callable[[], list[str] | None] | None:
         """IMDS local-ipv4s of our ENI, when IMDS is in use (None: do not check)."""

@@ -11,37 +11,59 @@ pytestmark = [NETNS, pytest.mark.netns]
 
 SCRIPT = """
 import socket, sys
+from ipaddress import ip_address
 from vip_sidecar import netif
 idx = socket.if_nametoindex("eth0")
+vip = ip_address("{vip}")
 out = []
-out.append(netif.change_ipv4_address("add", idx, "{vip}", 32))
-out.append(netif.change_ipv4_address("add", idx, "{vip}", 32))
+out.append(netif.change_address("add", idx, vip, {plen}))
+out.append(netif.change_address("add", idx, vip, {plen}))
 out.append("{vip}" in netif.address_table()[idx])
-out.append(netif.change_ipv4_address("del", idx, "{vip}", 32))
-out.append(netif.change_ipv4_address("del", idx, "{vip}", 32))
+out.append(netif.change_address("del", idx, vip, {plen}))
+out.append(netif.change_address("del", idx, vip, {plen}))
 out.append("{vip}" in netif.address_table().get(idx, ()))
 try:
-    netif.change_ipv4_address("add", 999999, "{vip}", 32)
+    netif.change_address("add", 999999, vip, {plen})
 except OSError as exc:
     out.append(exc.errno)
 print(out)
 """
 
 
-def test_add_delete_dump_are_idempotent_and_match_ip():
+SCRIPT_ADD = """
+import socket
+from ipaddress import ip_address
+from vip_sidecar import netif
+print(netif.change_address("add", socket.if_nametoindex("eth0"), ip_address("{vip}"), {plen}))
+"""
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_add_delete_dump_are_idempotent_and_match_ip(family):
     topo = Topology(1)
     try:
         h = topo.hosts[0]
-        vip = topo.vip()
-        res = h.run(sys.executable, "-c", SCRIPT.format(vip=vip), check=False)
+        # DAD on: the IPv6 VIP must be usable at once anyway (added nodad)
+        vip, plen = (topo.vip(), 32) if family == "ipv4" else ("fd00:77::100", 128)
+        script = SCRIPT.format(vip=vip, plen=plen)
+        res = h.run(sys.executable, "-c", script, check=False)
         assert res.returncode == 0, res.stderr
         # added, already there, seen; removed, already gone, not seen; bad index refused
         assert res.stdout.strip() == "[True, False, True, True, False, False, 19]", res.stdout
-        assert not h.has_address(vip)
+        shown = h.run("ip", "-o", "addr", "show", "dev", "eth0").stdout
+        assert vip not in shown
+        if family == "ipv6":
+            # added again and left: `ip` shows it without "tentative" (nodad)
+            add = SCRIPT_ADD.format(vip=vip, plen=plen)
+            assert h.run(sys.executable, "-c", add).stdout.strip() == "True"
+            line = next(x for x in h.run("ip", "-o", "-6", "addr", "show", "dev", "eth0")
+                        .stdout.splitlines() if vip in x)
+            assert "nodad" in line and "tentative" not in line, line
+            return
         # an address with a label (`eth0:1`, ifconfig alias style) belongs to eth0 too
         h.run("ip", "addr", "add", f"{topo.vip(50)}/24", "dev", "eth0", "label", "eth0:1")
         code = ("from vip_sidecar import netif; "
-                "print(sorted(map(str, netif.ipv4_addresses('eth0'))))")
+                "print(sorted(str(a) for a in netif.addresses('eth0') if a.version == 4))")
         res = h.run(sys.executable, "-c", code)
         assert res.stdout.strip() == str(sorted([h.ip, topo.vip(50)])), res.stdout
     finally:

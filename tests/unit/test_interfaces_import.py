@@ -171,7 +171,7 @@ def test_multi_interface_file_matches_the_hook(tmp_path, multi, index):
     ("stanza", "field", "message"),
     [
         ("ucarp-vid 300", "(eth0) ucarp-vid", "must be an integer 1..255, got '300'"),
-        ("ucarp-vip 10.0.0.500", "(eth0) ucarp-vip", "must be an IPv4 address"),
+        ("ucarp-vip 10.0.0.500", "(eth0) ucarp-vip", "must be an IPv4 or IPv6 address"),
         (
             "ucarp-pasword x",
             "(eth0) ucarp-pasword",
