@@ -238,6 +238,30 @@ def load_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
 
 
 # ---------------------------------------------------------------------------- assembly
+PASSWORD_FIELDS = ("pass", "passfile")
+
+
+def one_password(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """A layer that names both pass and passfile means the passfile (the FreeBSD rc.d
+    script's rule, kept for every layer)."""
+    out = dict(layer)
+    if "passfile" in out:
+        out.pop("pass", None)
+    return out
+
+
+def overlay(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """`upper`'s fields over `lower`'s. The one place that decides the password: the
+    source a higher layer names (pass or passfile) replaces the lower one's entirely."""
+    out = one_password(lower)
+    top = one_password(upper)
+    if any(k in top for k in PASSWORD_FIELDS):
+        for k in PASSWORD_FIELDS:
+            out.pop(k, None)
+    out.update(top)
+    return out
+
+
 def build_config(
     file_data: Mapping[str, Any] | None = None,
     env: Mapping[str, Any] | None = None,
@@ -245,8 +269,9 @@ def build_config(
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
     """Merge the layers (lowest first: file, the process environment's VIP_SIDECAR_*
-    variables, overrides such as rc.conf, command-line flags) and validate everything.
-    This is the one place that decides precedence, pass/passfile included."""
+    variables, overrides such as rc.conf, command-line flags; a `vips` entry above them
+    all for its VIP) and validate everything. This is the one place that decides
+    precedence; `overlay` decides it for pass/passfile."""
     file_data = dict(file_data or {})
     raw_vips = file_data.pop("vips", None)
     all_fields = set(VIP_FIELDS) | set(GLOBAL_FIELDS)
@@ -254,12 +279,7 @@ def build_config(
     env_fields, ignored_env = load_env(env or {})
     layers = (("", file_data), (ENV_PREFIX, env_fields), ("", overrides or {}), ("", flags or {}))
     for where, layer in layers:
-        parsed = _parse_fields(layer, where, all_fields)
-        if "pass" in parsed or "passfile" in parsed:
-            # the password source a higher layer names replaces the lower one entirely
-            common.pop("pass", None)
-            common.pop("passfile", None)
-        common.update(parsed)
+        common = overlay(common, _parse_fields(layer, where, all_fields))
     globals_ = {k: common.pop(k) for k in list(common) if k in GLOBAL_FIELDS}
     warnings: list[str] = []
     if ignored_env:
@@ -277,7 +297,7 @@ def build_config(
     else:
         raise ConfigError("vips", "must be a non-empty list of VIP mappings")
     vips = tuple(
-        _make_vip({**common, **entry}, f"vips[{i}]." if raw_vips else "", warnings)
+        _make_vip(overlay(common, entry), f"vips[{i}]." if raw_vips else "", warnings)
         for i, entry in enumerate(entries)
     )
     _check_unique(vips)

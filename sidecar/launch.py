@@ -1,4 +1,5 @@
-"""`vip-sidecar run` once the configuration is valid: acquire what the host can refuse
+"""`vip-sidecar run` and `check`: the configuration and providers through the one config
+path (also what a reload reads), then for `run` acquire what the host can refuse
 (sockets, the raw CARP sockets) before the first log line, daemonize like ucarp -B,
 set up logging, start the runtime and its HTTP server."""
 
@@ -9,19 +10,48 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from vip_sidecar import unixsock
+from vip_sidecar import sources, unixsock
 from vip_sidecar.config import Config, ConfigError
 from vip_sidecar.log import event, setup
 from vip_sidecar.unixsock import BoundSocket
+
+if TYPE_CHECKING:
+    from vip_sidecar.providers.base import Provider
+    from vip_sidecar.reload import Loader
 
 EXIT_CONFIG = 2
 
 
 class StartupError(RuntimeError):
     """The environment refused something the config asked for (port in use...)."""
+
+
+def configure(
+    request: sources.ConfigRequest, environ: Mapping[str, str]
+) -> tuple[Config, dict[str, list[Provider]]]:
+    """The config (sources.assemble) and its providers, built and option-checked
+    (raises ConfigError or ValueError)."""
+    config = sources.assemble(request, environ)
+    from vip_sidecar.runtime import build_providers
+
+    return config, build_providers(config)
+
+
+def reloader(request: sources.ConfigRequest, environ: Mapping[str, str]) -> Loader:
+    """`ctl reload`: the same request and environment, read again through the same path,
+    and the host checked as at start-up."""
+
+    def load() -> tuple[Config, dict[str, list[Provider]]]:
+        from vip_sidecar.preflight import check_host
+
+        config, providers = configure(request, environ)
+        check_host(config)
+        return config, providers
+
+    return load
 
 
 @dataclasses.dataclass
@@ -94,7 +124,7 @@ def run(
     config: Config,
     providers: dict[str, Any],
     opened: Opened | None = None,
-    reload_config: Callable[[], tuple[Config, dict[str, Any]]] | None = None,
+    reload_config: Loader | None = None,
 ) -> int:
     opened = opened or Opened()
     if config.daemonize:

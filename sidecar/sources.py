@@ -1,20 +1,32 @@
-"""Where configuration comes from: files (YAML/TOML/JSON) and FreeBSD rc.conf.
+"""Where configuration comes from, and the one path that assembles it.
 
-Each loader turns its source into plain field mappings; config.build_config merges the
-layers (file, environment, rc.conf, flags) and validates them, in one place. Every
-problem is a ConfigError naming the field or the file.
+`assemble` is what start-up, `vip-sidecar check` and a reload all call: it reads what a
+ConfigRequest names (a YAML/TOML/JSON file or Debian's interfaces, FreeBSD rc.conf and its
+ucarp_flags) and hands the layers (file, environment, rc.conf, flags) to
+config.build_config, which merges and validates them. Every problem is a ConfigError
+naming the field or the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vip_sidecar.config import ConfigError
+from vip_sidecar import flags as flagmod
+from vip_sidecar.config import (
+    ENV_PREFIX,
+    Config,
+    ConfigError,
+    build_config,
+    one_password,
+    overlay,
+)
 
 # a config file is a few dozen values; anything far larger is a mistake or an attack
 # (nine levels of YAML aliases expand to a billion leaves: printing one would hang)
@@ -148,12 +160,42 @@ def parse_rc_conf(text: str) -> tuple[dict[str, Any], list[str]]:
                 name, f"unknown ucarp rc.conf variable; accepted: {', '.join(sorted(RC_CONF_MAP))}"
             )
         fields[RC_CONF_MAP[name]] = value
-    # rc.d script: ucarp_vhid defaults to 1, ucarp_shutdown to YES; passfile wins over pass
+    # rc.d script: ucarp_vhid defaults to 1, ucarp_shutdown to YES
     fields.setdefault("vhid", "1")
     fields.setdefault("shutdown", "YES")
     for required in ("ucarp_if", "ucarp_src", "ucarp_addr"):
         if not values.get(required):
             raise ConfigError(required, "parameter required to start")
-    if "passfile" in fields:
-        fields.pop("pass", None)
-    return fields, shlex.split(values.get("ucarp_flags", ""))
+    return one_password(fields), shlex.split(values.get("ucarp_flags", ""))
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What one command line names: the files to read and the fields its flags set.
+    Kept by the daemon so that a reload reads exactly the same sources again."""
+
+    flags: Mapping[str, Any] = field(default_factory=dict)
+    config_file: str | None = None  # --config (else VIP_SIDECAR_CONFIG)
+    interfaces_file: str | None = None  # --from-interfaces, instead of a config file
+    rc_conf: str | None = None  # --from-rc-conf
+
+
+def assemble(request: ConfigRequest, environ: Mapping[str, str]) -> Config:
+    """The configuration a request and an environment describe (raises ConfigError)."""
+    file_path = request.config_file or environ.get(ENV_PREFIX + "CONFIG")
+    imported: list[str] = []
+    if request.interfaces_file:
+        from vip_sidecar import interfaces_import  # it imports this module
+
+        if file_path:
+            raise ConfigError("from-interfaces", "cannot be combined with --config")
+        file_data, imported = interfaces_import.load(request.interfaces_file)
+    else:
+        file_data = load_file(file_path) if file_path else {}
+    rc_layer: dict[str, Any] = {}
+    if request.rc_conf:
+        rc_fields, rc_argv = parse_rc_conf(read_text_file(request.rc_conf, "from-rc-conf"))
+        # ucarp_flags sit above the ucarp_* variables, below the real command line
+        rc_layer = overlay(rc_fields, flagmod.parse_ucarp_flags(rc_argv, request.rc_conf))
+    config = build_config(file_data, environ, rc_layer, request.flags)
+    return dataclasses.replace(config, warnings=(*imported, *config.warnings))

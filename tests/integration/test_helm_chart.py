@@ -22,7 +22,7 @@ import yaml
 from tests.integration import helmutil
 from tests.integration.helmutil import HelmError, by_kind, one, render_chart
 from tests.k8s.podrunner import container_env
-from vip_sidecar import cli
+from vip_sidecar import cli, sources
 from vip_sidecar import config as cfgmod
 from vip_sidecar.providers import registry
 
@@ -420,7 +420,7 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
 
     # what `vip-sidecar run` (the container's args) does with that environment
     ns = cli.build_parser().parse_args(container["args"])
-    config = cli.load_config(ns, env)
+    config = sources.assemble(cli.request(ns), env)
 
     assert config.http == f"{HOST_IP}:{values['http']['port']}"
     assert config.status_socket == "/run/vip-sidecar/ctl/status.sock"

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from vip_sidecar import cli
+from vip_sidecar import cli, flags, sources
 from vip_sidecar.status_client import format_table
 
 
@@ -46,7 +46,7 @@ def test_every_ucarp_short_option_is_accepted():
         "extra arg",
     )
     assert ns.command == "run"
-    fields = cli.options_to_fields(ns)
+    fields = flags.options_to_fields(ns)
     assert fields == {
         "interface": "eth0",
         "srcip": "10.0.0.2",
@@ -91,7 +91,7 @@ def test_long_options_abbreviations_and_later_password_wins():
         "10.0.0.4,10.0.0.5",
         "--preem",
     )
-    f = cli.options_to_fields(ns)
+    f = flags.options_to_fields(ns)
     assert f["pass"] == "late" and "passfile" not in f
     assert f["mcast"] == "239.1.1.1" and f["preempt"] is True
     assert f["peers"] == ["10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -146,7 +146,7 @@ def test_rc_conf_flags_merge(tmp_path):
         'ucarp_pass="x"\nucarp_flags="-n -k 30"\n'
     )
     ns = parse("run", "--from-rc-conf", str(rc), "-k", "40")
-    cfg = cli.load_config(ns, {})
+    cfg = sources.assemble(cli.request(ns), {})
     assert cfg.vips[0].neutral and cfg.vips[0].advskew == 40
 
 

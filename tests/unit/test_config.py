@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vip_sidecar.config import ConfigError, build_config, read_passfile
-from vip_sidecar.sources import load_file, parse_rc_conf
+from vip_sidecar.sources import ConfigRequest, assemble, load_file, parse_rc_conf
 
 BASE = {
     "interface": "eth0",
@@ -207,6 +207,65 @@ def test_cli_password_replaces_a_passfile_from_lower_layers(tmp_path):
     assert cfg.vips[0].password == b"clipw"
     cfg = build_config({**data, "pass": "filepass"}, {"VIP_SIDECAR_PASSFILE": str(pf)}, {})
     assert cfg.vips[0].password == b"filepw"
+
+
+def test_password_precedence_is_one_rule_for_every_layer(tmp_path):
+    """overlay() decides it everywhere: a layer naming both means its passfile; a higher
+    layer's source replaces a lower one's, a `vips` entry being the highest for its VIP."""
+    pf = tmp_path / "pw"
+    pf.write_text("filepw\n")
+    data = {k: v for k, v in BASE.items() if k != "pass"}
+    both = build_config({**data, "pass": "inline", "passfile": str(pf)})
+    assert both.vips[0].password == b"filepw"
+    entries = build_config(
+        {**data, "passfile": str(pf), "vips": [{"pass": "entrypw"}, {"vhid": 8, "name": "b"}]}
+    )
+    assert [v.password for v in entries.vips] == [b"entrypw", b"filepw"]
+    env_over_entry = build_config(
+        {**data, "vips": [{"passfile": str(pf)}]}, {"VIP_SIDECAR_PASS": "envpw"}
+    )
+    assert env_over_entry.vips[0].password == b"filepw"
+
+
+def test_ucarp_flags_password_replaces_the_rc_conf_passfile(tmp_path):
+    pf = tmp_path / "pw"
+    pf.write_text("filepw\n")
+    rc = tmp_path / "rc.conf"
+    rc.write_text(
+        f'ucarp_if=eth0\nucarp_src=10.0.0.2\nucarp_addr=10.0.0.9\nucarp_passfile="{pf}"\n'
+        'ucarp_flags="-p flagpw"\n'
+    )
+    cfg = assemble(ConfigRequest(rc_conf=str(rc)), {})
+    assert cfg.vips[0].password == b"flagpw"
+    # the real command line is above rc.conf and its ucarp_flags
+    cfg = assemble(ConfigRequest(flags={"passfile": str(pf)}, rc_conf=str(rc)), {})
+    assert cfg.vips[0].password == b"filepw"
+
+
+def test_assemble_reads_the_file_named_by_the_environment(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**BASE, "advskew": 5}))
+    cfg = assemble(ConfigRequest(flags={"advskew": "9"}), {"VIP_SIDECAR_CONFIG": str(path)})
+    assert cfg.vips[0].advskew == 9 and cfg.vips[0].password == b"secret"
+    with pytest.raises(ConfigError, match="from-interfaces: cannot be combined with --config"):
+        assemble(ConfigRequest(interfaces_file="/x"), {"VIP_SIDECAR_CONFIG": str(path)})
+
+
+def test_reload_reads_the_same_request_through_the_same_path(tmp_path, monkeypatch):
+    from vip_sidecar import launch, preflight
+
+    checked = []
+    monkeypatch.setattr(preflight, "check_host", checked.append)
+    path = tmp_path / "c.yaml"
+    path.write_text("interface: eth0\nsrcip: 10.0.0.2\nvhid: 7\naddr: 10.0.0.100\n")
+    load = launch.reloader(ConfigRequest(flags={"pass": "pw"}, config_file=str(path)), {})
+    assert load()[0].vips[0].advskew == 0
+    path.write_text(path.read_text() + "advskew: 40\n")
+    config, providers = load()
+    assert config.vips[0].advskew == 40 and config.vips[0].password == b"pw"
+    assert providers == {"vhid7": []}
+    # the host is checked on every reload, as at start-up
+    assert [c.vips[0].advskew for c in checked] == [0, 40]
 
 
 @pytest.mark.parametrize("value", ["foo", "127.0.0.1:99999", ":80", "host:"])

@@ -1,7 +1,8 @@
 """Config fuzzing: generated YAML/TOML/JSON config files (wrong types, unicode, huge
 numbers, deep nesting, duplicate vhids, YAML aliases), VIP_SIDECAR_* environment values
-and argv go through the real CLI's config entry (`vip_sidecar.cli.configure`, what `run` and
-`check` do before starting anything). The loader either accepts or exits 2 with one line
+and argv go through the real CLI's steps (argv parsed by `cli.build_parser`, then
+`cli.configure`, what `run` and `check` do before starting anything, errors printed by
+`cli.config_error`). The loader either accepts or exits 2 with one line
 that names a field; never a traceback, never a hang (a per-example deadline). A few
 subprocess runs check the same from the outside. Bounded: about 20 s in all."""
 
@@ -129,9 +130,12 @@ def outcome(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
     err = io.StringIO()
     with redirect_stderr(err):
         try:
-            got = cli.configure(argv, environ)
-        except SystemExit as exc:
+            ns = cli.build_parser().parse_args(cli.normalise_argv(argv))
+            got = cli.configure(ns, environ)
+        except SystemExit as exc:  # argparse's own one-line exit
             return int(exc.code or 0), err.getvalue()
+        except ValueError as exc:  # ConfigError included: main prints it the same way
+            return cli.config_error(exc), err.getvalue()
     assert isinstance(got[1], Config)
     return 0, err.getvalue()
 

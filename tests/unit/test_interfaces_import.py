@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vip_sidecar import interfaces_import
-from vip_sidecar.cli import build_parser, load_config, normalise_argv
+from vip_sidecar import interfaces_import, sources
+from vip_sidecar.cli import build_parser, normalise_argv, request
 from vip_sidecar.config import ConfigError
 
 README = Path("/usr/share/doc/ucarp/README.Debian")
@@ -31,7 +31,7 @@ def readme_example() -> str:
 
 def config_from(path, *extra, env=None):
     ns = build_parser().parse_args(normalise_argv(["run", "--from-interfaces", str(path), *extra]))
-    return load_config(ns, env or {})
+    return sources.assemble(request(ns), env or {})
 
 
 def hook_argv(tmp_path, stanza_options, iface):
@@ -59,7 +59,8 @@ def assert_same_as_hook(tmp_path, path, index=0):
     st = stanzas[index]
     argv = hook_argv(tmp_path, st.options, st.name)
     ours = config_from(path).vips[index]
-    ucarp_like = load_config(build_parser().parse_args(["run", *argv]), {}).vips[0]
+    hook_ns = build_parser().parse_args(["run", *argv])
+    ucarp_like = sources.assemble(request(hook_ns), {}).vips[0]
     for name in COMPARED:
         assert getattr(ours, name) == getattr(ucarp_like, name), name
     return ours, argv
