@@ -82,7 +82,6 @@ class VipInstance:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._stopping = False
         self._garp_after_up = False
         self._veto_task: asyncio.Future[Any] | None = None
 
@@ -148,7 +147,7 @@ class VipInstance:
         """Graceful exit: bow out, wait (bounded) until a new master advertises, then run
         the down actions (make-before-break), then close providers. Every phase shares
         one deadline, so the whole exit fits in shutdown_timeout."""
-        self._stopping = self.reconciler.stopping = True
+        self.reconciler.stopping = True
         was_master = self.election.state is State.MASTER
 
         def left(cap: float = float("inf")) -> float:

@@ -87,7 +87,6 @@ class Runtime:
         self._own_src: dict[str, set[Any]] = {}
         self.iface_drops: Counter[tuple[str, str]] = Counter()
         self._stop = asyncio.Event()
-        self.stop_signal: str | None = None
         self.started_at = time.time()
         self.loop_heartbeat = 0.0
         self._warn = RateLimitedWarnings()
@@ -176,7 +175,6 @@ class Runtime:
                 event="stop",
                 signal=why,
             )
-            self.stop_signal = why
             self._stop.set()
 
     async def shutdown(self) -> None:

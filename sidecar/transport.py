@@ -24,7 +24,6 @@ from vip_sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_m
 from vip_sidecar.inet import IPAddress
 
 ETH_P_IP = 0x0800
-ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 MAX_PACKET = 1500

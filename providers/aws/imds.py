@@ -76,9 +76,7 @@ def urllib_transport(
 
 @dataclass
 class ImdsStats:
-    token_puts: int = 0
     token_refetches_on_401: int = 0
-    gets: int = 0
     last_token_put_s: float | None = None
 
 
@@ -124,7 +122,6 @@ class ImdsClient:
             if attempt:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
             start = self.clock()
-            self.stats.token_puts += 1
             try:
                 status, body = self.transport("PUT", url, headers, self.timeout)
             except TimeoutError:
@@ -163,7 +160,6 @@ class ImdsClient:
             if attempt:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
             token = self.token()
-            self.stats.gets += 1
             try:
                 status, body = self.transport("GET", url, {TOKEN_HEADER: token}, self.timeout)
             except TimeoutError:

@@ -69,16 +69,6 @@ class AwsOptions:
         return self.eni_id is None
 
 
-def _text(name: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip()
-        if not text:
-            raise ValueError("must not be empty")
-        return text
-
-    return parse
-
-
 def _id(kind: str) -> Callable[[Any], str]:
     pattern = re.compile(f"^{_ID_PATTERNS[kind]}$")
     example = _ID_PATTERNS[kind].split("-")[0] + "-0123456789abcdef0"
