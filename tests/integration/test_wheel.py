@@ -61,9 +61,10 @@ def test_sdist_and_wheel_pass_twine_check(dist):
     assert not [n for n in names if n.startswith("tests/")]
     # every module of the source tree is shipped under the import name we own (sidecar/ as
     # vip_sidecar, providers/ as vip_sidecar.providers), and nothing under the folder names
+    folders = (("sidecar", "vip_sidecar"), ("providers", "vip_sidecar/providers"))
     source = {
         f"{installed}/{f.relative_to(REPO / folder)}"
-        for folder, installed in (("sidecar", "vip_sidecar"), ("providers", "vip_sidecar/providers"))
+        for folder, installed in folders
         for f in (REPO / folder).rglob("*.py")  # rglob does not follow sidecar/providers
     }
     modules = {n for n in names if n.endswith(".py")}

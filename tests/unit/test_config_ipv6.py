@@ -4,7 +4,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from vip_sidecar import cli
+from vip_sidecar import cli, flags
 from vip_sidecar.config import ConfigError, build_config
 from vip_sidecar.inet import DEFAULT_GROUP6
 
@@ -15,7 +15,7 @@ V6 = {"interface": "eth0", "srcip": "fe80::2", "vhid": "7", "pass": "secret",
 def test_ipv6_vip_from_flags_gets_the_bsd_group_and_says_its_family():
     argv = ["-i", "eth0", "-s", "fe80::2", "-v", "7", "-p", "secret", "-a", "FD00:0:0::0100"]
     ns = cli.build_parser().parse_args(cli.normalise_argv(argv))
-    (vip,) = build_config(flags=cli.options_to_fields(ns)).vips
+    (vip,) = build_config(flags=flags.options_to_fields(ns)).vips
     assert vip.addr == IPv6Address("fd00::100") and vip.srcip == IPv6Address("fe80::2")
     assert vip.mcast == DEFAULT_GROUP6 == IPv6Address("ff02::12")
     assert vip.family == "ipv6"
