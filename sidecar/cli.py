@@ -11,11 +11,11 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from vip_sidecar import flags, launch, sources
-from vip_sidecar.config import Config, ConfigError
+from vip_sidecar.config import ConfigError
 from vip_sidecar.launch import EXIT_CONFIG, StartupError, open_everything
 
 
@@ -81,7 +81,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def request(ns: argparse.Namespace) -> sources.ConfigRequest:
+def config_request(ns: argparse.Namespace) -> sources.ConfigRequest:
     """What a `run`/`check` command line names, for the one config path."""
     return sources.ConfigRequest(
         flags=flags.options_to_fields(ns),
@@ -107,22 +107,6 @@ def config_error(exc: Exception) -> int:
     return EXIT_CONFIG
 
 
-def configure(
-    ns: argparse.Namespace, environ: Mapping[str, str]
-) -> tuple[sources.ConfigRequest, Config, dict[str, Any], str | None]:
-    """What `run` and `check` do before starting anything: the request, the config and
-    the providers, and the provider `check --provider` names (raises ConfigError or
-    ValueError, which main prints as one line, exit 2)."""
-    only: str | None = None
-    if ns.command == "check" and getattr(ns, "providers", None):
-        # `check --provider aws` selects which configured provider to preflight
-        only = ns.providers[0]
-        del ns.providers
-    req = request(ns)
-    config, providers = launch.configure(req, environ)
-    return req, config, providers, only
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = normalise_argv(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -140,8 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vip_sidecar.status_client import print_status
 
         return print_status(ns.socket, ns.url, ns.json)
+    only: str | None = None
+    if ns.command == "check" and getattr(ns, "providers", None):
+        # `check --provider aws` selects which configured provider to preflight
+        only = ns.providers[0]
+        del ns.providers
+    req = config_request(ns)
     try:
-        req, config, providers, only = configure(ns, os.environ)
+        config, providers = launch.configure(req, os.environ)
         if ns.command == "run":
             # everything the host can refuse is checked before the first log line
             from vip_sidecar.preflight import check_host

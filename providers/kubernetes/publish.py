@@ -107,18 +107,19 @@ class Publisher:
             return False
         pod, node = stale
         labels: dict[str, str | None] = {self.opts.label_key: "backup"}
+        api = self.api
+        patches = (
+            (pod if self.opts.label_pod else None, api.patch_pod_labels),
+            (node if self.opts.label_node else None, api.patch_node_labels),
+        )
         try:
-            if pod and self.opts.label_pod:
+            for name, patch in patches:
+                if not name:
+                    continue
                 try:
-                    await self.api.patch_pod_labels(pod, labels)
+                    await patch(name, labels)
                 except KubeApiError as exc:
-                    if exc.failure is not ApiFailure.NOT_FOUND:
-                        raise
-            if node and self.opts.label_node:
-                try:
-                    await self.api.patch_node_labels(node, labels)
-                except KubeApiError as exc:
-                    if exc.failure is not ApiFailure.NOT_FOUND:
+                    if exc.failure is not ApiFailure.NOT_FOUND:  # gone: nothing to fix
                         raise
         except KubeApiError as exc:
             self._warn.warn(

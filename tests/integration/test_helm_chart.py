@@ -420,7 +420,7 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
 
     # what `vip-sidecar run` (the container's args) does with that environment
     ns = cli.build_parser().parse_args(container["args"])
-    config = sources.assemble(cli.request(ns), env)
+    config = sources.assemble(cli.config_request(ns), env)
 
     assert config.http == f"{HOST_IP}:{values['http']['port']}"
     assert config.status_socket == "/run/vip-sidecar/ctl/status.sock"

@@ -146,7 +146,7 @@ def test_rc_conf_flags_merge(tmp_path):
         'ucarp_pass="x"\nucarp_flags="-n -k 30"\n'
     )
     ns = parse("run", "--from-rc-conf", str(rc), "-k", "40")
-    cfg = sources.assemble(cli.request(ns), {})
+    cfg = sources.assemble(cli.config_request(ns), {})
     assert cfg.vips[0].neutral and cfg.vips[0].advskew == 40
 
 

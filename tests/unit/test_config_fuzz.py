@@ -1,10 +1,11 @@
 """Config fuzzing: generated YAML/TOML/JSON config files (wrong types, unicode, huge
 numbers, deep nesting, duplicate vhids, YAML aliases), VIP_SIDECAR_* environment values
-and argv go through the real CLI's steps (argv parsed by `cli.build_parser`, then
-`cli.configure`, what `run` and `check` do before starting anything, errors printed by
-`cli.config_error`). The loader either accepts or exits 2 with one line
-that names a field; never a traceback, never a hang (a per-example deadline). A few
-subprocess runs check the same from the outside. Bounded: about 20 s in all."""
+and argv go through the CLI's own steps before `run` or `check` starts anything (argv
+parsed by `cli.build_parser`, `cli.config_request`, then `launch.configure`: the one config
+path, providers built; errors printed by `cli.config_error`). The loader either accepts
+or exits 2 with one line that names a field; never a traceback, never a hang (a
+per-example deadline). A few subprocess runs check the same from the outside. Bounded:
+about 20 s in all."""
 
 import io
 import json
@@ -21,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vip_sidecar import cli
+from vip_sidecar import cli, launch
 from vip_sidecar.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,12 +132,12 @@ def outcome(argv: list[str], environ: dict[str, str]) -> tuple[int, str]:
     with redirect_stderr(err):
         try:
             ns = cli.build_parser().parse_args(cli.normalise_argv(argv))
-            got = cli.configure(ns, environ)
+            got = launch.configure(cli.config_request(ns), environ)
         except SystemExit as exc:  # argparse's own one-line exit
             return int(exc.code or 0), err.getvalue()
         except ValueError as exc:  # ConfigError included: main prints it the same way
             return cli.config_error(exc), err.getvalue()
-    assert isinstance(got[1], Config)
+    assert isinstance(got[0], Config)
     return 0, err.getvalue()
 
 

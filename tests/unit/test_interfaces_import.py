@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vip_sidecar import interfaces_import, sources
-from vip_sidecar.cli import build_parser, normalise_argv, request
+from vip_sidecar.cli import build_parser, config_request, normalise_argv
 from vip_sidecar.config import ConfigError
 
 README = Path("/usr/share/doc/ucarp/README.Debian")
@@ -31,7 +31,7 @@ def readme_example() -> str:
 
 def config_from(path, *extra, env=None):
     ns = build_parser().parse_args(normalise_argv(["run", "--from-interfaces", str(path), *extra]))
-    return sources.assemble(request(ns), env or {})
+    return sources.assemble(config_request(ns), env or {})
 
 
 def hook_argv(tmp_path, stanza_options, iface):
@@ -60,7 +60,7 @@ def assert_same_as_hook(tmp_path, path, index=0):
     argv = hook_argv(tmp_path, st.options, st.name)
     ours = config_from(path).vips[index]
     hook_ns = build_parser().parse_args(["run", *argv])
-    ucarp_like = sources.assemble(request(hook_ns), {}).vips[0]
+    ucarp_like = sources.assemble(config_request(hook_ns), {}).vips[0]
     for name in COMPARED:
         assert getattr(ours, name) == getattr(ucarp_like, name), name
     return ours, argv
