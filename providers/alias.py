@@ -1,11 +1,12 @@
 """The local IP alias: add the VIP on the interface when MASTER, remove it otherwise.
 
-pyroute2 netlink calls (no `ip` binary needed), idempotent in both directions, then
-gratuitous ARPs on ucarp's schedule by default (one right away, one two advert
-intervals later; count and spacing configurable). While MASTER the address is checked
-every `reassert_interval` and put back if someone removed it (ucarp issue #26: ucarp
-never notices). `nonlocal_bind: true` sets net.ipv4.ip_nonlocal_bind so services can
-bind the VIP on a BACKUP too and are ready the moment the address arrives.
+One raw netlink request each way (vip_sidecar.netif: no `ip` binary, no pyroute2),
+idempotent in both directions, then gratuitous ARPs on ucarp's schedule by default (one
+right away, one two advert intervals later; count and spacing configurable). While
+MASTER the address is checked every `reassert_interval` and put back if someone removed
+it (ucarp issue #26: ucarp never notices). `nonlocal_bind: true` sets
+net.ipv4.ip_nonlocal_bind so services can bind the VIP on a BACKUP too and are ready the
+moment the address arrives.
 """
 
 from __future__ import annotations
