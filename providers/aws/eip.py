@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Any
 
+from vip_sidecar.inet import IPAddress
 from vip_sidecar.providers.aws.api import Ec2Api
 from vip_sidecar.providers.aws.errors import AwsConfigError
 from vip_sidecar.providers.aws.identity import Identity
@@ -18,7 +19,7 @@ class EipMode(Mode):
         self,
         api: Ec2Api,
         ident: Identity,
-        vip: IPv4Address,
+        vip: IPAddress,
         fence: Fence,
         allocation_id: str | None,
         public_ip: IPv4Address | None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from vip_sidecar.providers.aws.api import Ec2Api
 from vip_sidecar.providers.aws.errors import AwsConfigError
@@ -27,6 +27,9 @@ class Identity:
     private_ip: IPv4Address | None = None  # the ENI's primary private IP
     subnet_cidr: IPv4Network | None = None
     vpc_cidrs: tuple[IPv4Network, ...] = ()
+    # None: not known yet (IMDS not used); () : the subnet/VPC has no IPv6 CIDR
+    subnet_ipv6_cidrs: tuple[IPv6Network, ...] | None = None
+    vpc_ipv6_cidrs: tuple[IPv6Network, ...] = ()
     source_dest_check: bool | None = None
     eni_tags: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # field -> option|imds|describe
@@ -106,6 +109,9 @@ def discover(
         ident.subnet_cidr = _network(info.get("subnet-ipv4-cidr-block"))
         cidrs = (info.get("vpc-ipv4-cidr-blocks") or "").split()
         ident.vpc_cidrs = tuple(n for n in map(_network, cidrs) if n is not None)
+        # IMDS answers 404 (None here) for the IPv6 leaves of an IPv4-only subnet
+        ident.subnet_ipv6_cidrs = _networks6(info.get("subnet-ipv6-cidr-blocks"))
+        ident.vpc_ipv6_cidrs = _networks6(info.get("vpc-ipv6-cidr-blocks"))
         first = (info.get("local-ipv4s") or "").split()
         if first:
             ident.private_ip = IPv4Address(first[0])
@@ -163,3 +169,13 @@ def _network(text: str | None) -> IPv4Network | None:
         return IPv4Network(text.strip(), strict=False)
     except ValueError:
         return None
+
+
+def _networks6(text: str | None) -> tuple[IPv6Network, ...]:
+    out = []
+    for item in (text or "").split():
+        try:
+            out.append(IPv6Network(item, strict=False))
+        except ValueError:
+            continue
+    return tuple(out)

@@ -218,6 +218,8 @@ class ImdsClient:
             "local-ipv4s",
             "subnet-ipv4-cidr-block",
             "vpc-ipv4-cidr-blocks",
+            "subnet-ipv6-cidr-blocks",
+            "vpc-ipv6-cidr-blocks",
         ):
             value = self.get_optional(self.mac_path(mac, leaf))
             out[leaf] = value.strip() if value is not None else None

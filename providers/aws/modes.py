@@ -13,17 +13,11 @@ a newer master and must not re-take it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 
-from vip_sidecar.log import event
 from vip_sidecar.providers.aws.api import Ec2Api
-from vip_sidecar.providers.aws.errors import AwsConfigError, AwsError, Cause, classify
 from vip_sidecar.providers.aws.identity import Identity
 from vip_sidecar.providers.aws.retry import Plan
 
@@ -62,7 +56,7 @@ class Fence:
     """The tag of one VIP (`<prefix><vip>` = `<epoch>:<holder>`) and this node's claim."""
 
     prefix: str
-    vip: IPv4Address
+    vip: IPAddress
     holder: str  # bound_holder(): node name / ENI, unique even when hostnames repeat
     enabled: bool = True
 
@@ -147,7 +141,7 @@ class Mode:
 
     name = ""
 
-    def __init__(self, api: Ec2Api, ident: Identity, vip: IPv4Address, fence: Fence) -> None:
+    def __init__(self, api: Ec2Api, ident: Identity, vip: IPAddress, fence: Fence) -> None:
         self.api = api
         self.ident = ident
         self.vip = vip
@@ -232,191 +226,3 @@ class Mode:
         the actions it cannot probe, and the resource that carries the fencing tags.
         dry_run_trusted: the endpoint honours DryRun on every call (not an emulator)."""
         raise NotImplementedError
-
-
-# ----------------------------------------------------------------------------- secondary-ip
-@dataclass
-class SubnetView:
-    enis: list[dict[str, Any]]
-    local_ipv4s: list[str] | None  # IMDS view of our ENI; None when not checked
-
-
-class SecondaryIpMode(Mode):
-    name = "secondary-ip"
-
-    def __init__(
-        self,
-        api: Ec2Api,
-        ident: Identity,
-        vip: IPv4Address,
-        fence: Fence,
-        local_ipv4s: Callable[[], list[str] | None] | None = None,
-        emulator_compat: bool = False,
-    ) -> None:
-        super().__init__(api, ident, vip, fence)
-        # moto keeps a reassigned address on both ENIs and matches the address filter on
-        # primaries only; only then are duplicates real (and removed) and the subnet listed
-        self.emulator_compat = emulator_compat
-        self.untouchable: set[str] = set()
-        # the instance's own view (IMDS local-ipv4s) is AWS's documented confirmation
-        # that a remap reached this instance; describe calls can be ahead of it
-        self.local_ipv4s = local_ipv4s
-
-    async def validate(self, deadline: float) -> list[str]:
-        warnings: list[str] = []
-        if self.ident.subnet_cidr is not None and self.vip not in self.ident.subnet_cidr:
-            raise AwsConfigError(
-                f"secondary-ip: VIP {self.vip} is outside subnet {self.ident.subnet_id} "
-                f"({self.ident.subnet_cidr}) of {self.ident.eni_id}; a secondary IP must "
-                "belong to the ENI's subnet (use mode route or eip across subnets/AZs)"
-            )
-        if self.ident.private_ip == self.vip:
-            raise AwsConfigError(
-                f"secondary-ip: VIP {self.vip} is the primary IP of {self.ident.eni_id}"
-            )
-        if self.ident.subnet_id is None:
-            raise AwsConfigError("secondary-ip: the ENI's subnet is unknown")
-        return warnings
-
-    async def _enis(self, deadline: float, flt: dict[str, Any] | None, why: str) -> list[Any]:
-        filters: list[dict[str, Any]] = [{"Name": "subnet-id", "Values": [self.ident.subnet_id]}]
-        if flt is not None:
-            filters.append(flt)
-        enis: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"Filters": filters}
-            if token:
-                params["NextToken"] = token
-            resp = await self.api.call("DescribeNetworkInterfaces", deadline, why, **params)
-            enis.extend(resp.get("NetworkInterfaces", []))
-            token = resp.get("NextToken")
-            if not token:
-                return enis
-
-    async def observe(self, deadline: float) -> SubnetView:
-        # two filtered reads instead of paging the subnet: who lists the VIP
-        # (addresses.private-ip-address matches secondary addresses on EC2), and who
-        # carries a claim for it. Emulators that match primaries only get the subnet.
-        if self.emulator_compat:
-            found = await self._enis(deadline, None, "list the subnet (emulator mode)")
-        else:
-            found = await self._enis(
-                deadline,
-                {"Name": "addresses.private-ip-address", "Values": [str(self.vip)]},
-                "find who holds the VIP",
-            )
-            if self.fence.enabled:
-                keys = [self.fence.key, *self.fence.legacy_keys]
-                found += await self._enis(
-                    deadline, {"Name": "tag-key", "Values": keys}, "find the VIP's claims"
-                )
-        by_id = {str(e.get("NetworkInterfaceId")): e for e in found}
-        local = None
-        if self.local_ipv4s is not None:
-            local = await asyncio.to_thread(self.local_ipv4s)
-        return SubnetView(list(by_id.values()), local)
-
-    def plan(self, obs: Any, epoch: int | None) -> ModePlan:
-        vip = str(self.vip)
-        view: SubnetView = obs
-        plan = ModePlan()
-        own: dict[str, Any] | None = None
-        for eni in view.enis:
-            ips = {p.get("PrivateIpAddress") for p in eni.get("PrivateIpAddresses", [])}
-            if eni.get("NetworkInterfaceId") == self.ident.eni_id:
-                own = eni
-            if vip in ips:
-                plan.owners.append(str(eni.get("NetworkInterfaceId")))
-            plan.see(self.fence.read(eni.get("TagSet")))
-        own_tags = own.get("TagSet") if own is not None else None
-        self._note_tags(plan, self.ident.eni_id, own_tags)
-        self._fence_verdict(plan, epoch)
-        others = [o for o in plan.owners if o != self.ident.eni_id]
-        plan.points_here = self.ident.eni_id in plan.owners
-        own_claim = self.fence.read(own_tags)
-        plan.fenced = not self.fence.enabled or (
-            epoch is not None and own_claim == self.fence.claim(epoch)
-        )
-        removable = [o for o in others if o not in self.untouchable]
-        if not plan.points_here:
-            plan.step, plan.todo = "assign", [self.ident.eni_id]
-        elif not plan.fenced:
-            plan.step, plan.todo = "tag", [self.ident.eni_id]
-        elif removable and self.emulator_compat:
-            # an emulator keeps a reassigned address on both ENIs; EC2 never does
-            plan.step, plan.todo = "unassign:" + ",".join(sorted(removable)), sorted(removable)
-        elif view.local_ipv4s is not None and vip not in view.local_ipv4s:
-            plan.step = None  # EC2 agrees; wait (no action) until the instance sees it too
-        else:
-            # other listings are stale reads on EC2 (AllowReassignment moved the address):
-            # never unassign them, that could remove a newer master's copy
-            plan.ok = True
-        plan.summary = (
-            f"VIP {vip} on {plan.owners or 'no ENI'}; fence {own_claim.epoch}:"
-            f"{own_claim.holder or '-'}"
-        )
-        if others and not plan.step:
-            plan.summary += f"; stale listing on {', '.join(others)} (EC2 moved it)"
-        if view.local_ipv4s is not None:
-            plan.summary += f"; IMDS local-ipv4s {'has' if vip in view.local_ipv4s else 'lacks'} it"
-        return plan
-
-    async def act(self, plan: ModePlan, deadline: float, epoch: int) -> None:
-        vip = str(self.vip)
-        if plan.step == "assign":
-            if not plan.fenced:
-                await self.fence_first([self.ident.eni_id], deadline, epoch, plan)
-            await self.api.call(
-                "AssignPrivateIpAddresses",
-                deadline,
-                f"move {vip} to {self.ident.eni_id}",
-                NetworkInterfaceId=self.ident.eni_id,
-                PrivateIpAddresses=[vip],
-                AllowReassignment=True,
-            )
-        elif plan.step and plan.step.startswith("unassign:"):
-            for other in plan.todo:
-                await self._unassign_duplicate(other, deadline)
-        elif plan.step == "tag":
-            await self.tag([self.ident.eni_id], deadline, epoch, plan)
-
-    async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
-        eni = self.ident.eni_id
-        unprobed = ["AssignPrivateIpAddresses"]
-        if self.emulator_compat:
-            unprobed.append("UnassignPrivateIpAddresses")
-        describe = ("DescribeNetworkInterfaces", {"NetworkInterfaceIds": [eni]})
-        return Probes([describe], unprobed, eni)
-
-    async def _unassign_duplicate(self, other: str, deadline: float) -> None:
-        vip = str(self.vip)
-        try:
-            await self.api.call(
-                "UnassignPrivateIpAddresses",
-                deadline,
-                f"remove stale {vip} from {other}",
-                NetworkInterfaceId=other,
-                PrivateIpAddresses=[vip],
-            )
-        except AwsError as exc:
-            cause = exc.__cause__ or exc
-            if classify(cause) in (Cause.INVALID, Cause.NOT_FOUND):
-                return  # already gone (AWS finished the move) or the ENI was deleted
-            if classify(cause) is Cause.DENIED:
-                # an ENI the role may not touch: the copy is harmless to our claim
-                self.untouchable.add(other)
-                event(
-                    logging.WARNING,
-                    f"cannot remove the copy of {vip} on {other} (not permitted); leaving it",
-                    event="aws_duplicate_kept",
-                    eni=other,
-                )
-                return
-            raise
-        event(
-            logging.INFO,
-            f"removed stale copy of {vip} from {other} (still listed after the reassignment)",
-            event="aws_duplicate_removed",
-            eni=other,
-        )

@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from ipaddress import IPv4Address
 from typing import Any
 
 from vip_sidecar.config import Config, ProviderSpec, VipConfig
@@ -41,10 +40,11 @@ from vip_sidecar.providers.aws.eip import EipMode
 from vip_sidecar.providers.aws.errors import AwsFenceLost, AwsNotOwner, AwsVerifyTimeout
 from vip_sidecar.providers.aws.identity import Identity, describe_own_eni, discover, eni_by_mac
 from vip_sidecar.providers.aws.imds import ImdsClient, ImdsError, Transport, urllib_transport
-from vip_sidecar.providers.aws.modes import Fence, Mode, ModePlan, SecondaryIpMode, bound_holder
+from vip_sidecar.providers.aws.modes import Fence, Mode, ModePlan, bound_holder
 from vip_sidecar.providers.aws.options import AwsOptions, parse_options
 from vip_sidecar.providers.aws.retry import AsyncSleep, Backoff, Clock, converge
 from vip_sidecar.providers.aws.route import RouteMode
+from vip_sidecar.providers.aws.secondary import IPV4, IPV6, SecondaryIpMode
 from vip_sidecar.providers.base import Preflight, Provider, ProviderConfigError, VipContext
 
 # a repeated identical action waits this long for the previous one to show in reads
@@ -56,10 +56,12 @@ class AwsProvider(Provider):
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         super().__init__(spec, vip, config)
-        if not isinstance(vip.addr, IPv4Address):
-            raise ProviderConfigError(f"aws: the IPv6 VIP {vip.addr} is not supported yet")
-        self.addr: IPv4Address = vip.addr
         self.opts: AwsOptions = parse_options(spec.options, spec.timeout)
+        if self.opts.mode == "eip" and vip.addr.version == 6:
+            raise ProviderConfigError(
+                f"aws provider: mode eip cannot carry the IPv6 VIP {vip.addr} (Elastic IPs "
+                "are IPv4 only); use mode secondary-ip or route for an IPv6 VIP"
+            )
         self.reassert_interval = self.opts.reassert_interval
         # seams for tests: time, sleeping, the EC2 client and the IMDS transport
         self.clock: Clock = time.monotonic
@@ -157,7 +159,7 @@ class AwsProvider(Provider):
     def _make_mode(self, api: Ec2Api, ident: Identity) -> Mode:
         fence = Fence(
             self.opts.tag_prefix,
-            self.addr,
+            self.vip.addr,
             holder=bound_holder("?", ident.eni_id),
             enabled=self.opts.fencing,
         )
@@ -165,25 +167,25 @@ class AwsProvider(Provider):
             return SecondaryIpMode(
                 api,
                 ident,
-                self.addr,
+                self.vip.addr,
                 fence,
-                self._imds_view(ident),
+                self._imds_view(ident, (IPV6 if self.vip.addr.version == 6 else IPV4).imds_leaf),
                 emulator_compat=self.opts.emulator_compat,
             )
         if self.opts.mode == "eip":
             return EipMode(
                 api,
                 ident,
-                self.addr,
+                self.vip.addr,
                 fence,
                 self.opts.allocation_id,
                 self.opts.public_ip,
                 self.opts.private_ip,
             )
-        return RouteMode(api, ident, self.addr, fence, self.opts.route_table_ids)
+        return RouteMode(api, ident, self.vip.addr, fence, self.opts.route_table_ids)
 
-    def _imds_view(self, ident: Identity) -> Callable[[], list[str] | None] | None:
-        """IMDS local-ipv4s of our ENI, when IMDS is in use (None: do not check)."""
+    def _imds_view(self, ident: Identity, leaf: str) -> Callable[[], list[str] | None] | None:
+        """IMDS local-ipv4s (ipv6s) of our ENI, when IMDS is in use (None: do not check)."""
         imds, mac = self.imds, ident.mac
         if not self.opts.verify_imds or imds is None or mac is None:
             return None
@@ -192,12 +194,14 @@ class AwsProvider(Provider):
 
         def read() -> list[str] | None:
             try:
-                return imds.get(imds.mac_path(mac, "local-ipv4s")).split()
+                found = imds.get_optional(imds.mac_path(mac, leaf))
+                # IMDS answers 404 for ipv6s while the ENI has no IPv6 address
+                return (found or "").split()
             except ImdsError as exc:
                 # an IMDS hiccup must not fail a move that EC2 confirms
                 event(
                     logging.WARNING,
-                    f"aws: IMDS local-ipv4s unreadable ({exc}); relying on EC2 alone",
+                    f"aws: IMDS {leaf} unreadable ({exc}); relying on EC2 alone",
                     vip=self.vip.name,
                     event="aws_imds_skip",
                 )

@@ -1,10 +1,12 @@
-"""Mode `route`: ReplaceRoute/CreateRoute <vip>/32 -> this ENI in each route table."""
+"""Mode `route`: ReplaceRoute/CreateRoute <vip>/32 (IPv6: <vip>/128, as
+DestinationIpv6CidrBlock) -> this ENI in each route table."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
+from vip_sidecar.inet import IPAddress
 from vip_sidecar.providers.aws.api import Ec2Api
 from vip_sidecar.providers.aws.errors import AwsConfigError, AwsError
 from vip_sidecar.providers.aws.identity import Identity
@@ -18,16 +20,32 @@ class RouteMode(Mode):
         self,
         api: Ec2Api,
         ident: Identity,
-        vip: IPv4Address,
+        vip: IPAddress,
         fence: Fence,
         route_table_ids: tuple[str, ...],
     ) -> None:
         super().__init__(api, ident, vip, fence)
         self.tables = route_table_ids
+        # EC2 keeps IPv4 and IPv6 destinations in separate fields (and parameters)
+        self.key = "DestinationCidrBlock" if vip.version == 4 else "DestinationIpv6CidrBlock"
 
     @property
     def destination(self) -> str:
-        return f"{self.vip}/32"
+        return f"{self.vip}/{self.vip.max_prefixlen}"
+
+    def _route(self, table: dict[str, Any]) -> dict[str, Any] | None:
+        """The table's route for the VIP (IPv6 destinations compared canonically)."""
+        want = ip_network(self.destination)
+        for route in table.get("Routes", []):
+            dest = route.get(self.key)
+            if not dest:
+                continue
+            try:
+                if ip_network(dest, strict=False) == want:
+                    return dict(route)
+            except ValueError:
+                continue
+        return None
 
     async def validate(self, deadline: float) -> list[str]:
         warnings: list[str] = []
@@ -42,7 +60,7 @@ class RouteMode(Mode):
         missing = [t for t in self.tables if t not in found]
         if missing:
             raise AwsConfigError(f"route: route tables not found: {', '.join(missing)}")
-        local: list[IPv4Network] = list(self.ident.vpc_cidrs)
+        local: list[IPv4Network | IPv6Network] = [*self.ident.vpc_cidrs, *self.ident.vpc_ipv6_cidrs]
         for table in tables:
             if self.ident.vpc_id and table.get("VpcId") not in (None, self.ident.vpc_id):
                 warnings.append(
@@ -50,10 +68,10 @@ class RouteMode(Mode):
                     f"not in the ENI's VPC {self.ident.vpc_id}"
                 )
             for route in table.get("Routes", []):
-                cidr = route.get("DestinationCidrBlock")
+                cidr = route.get(self.key)
                 if route.get("GatewayId") == "local" and cidr:
-                    local.append(IPv4Network(cidr, strict=False))
-        inside = [str(n) for n in local if self.vip in n]
+                    local.append(ip_network(cidr, strict=False))
+        inside = [str(n) for n in local if n.version == self.vip.version and self.vip in n]
         if inside:
             raise AwsConfigError(
                 f"route: VIP {self.vip} lies inside the VPC CIDR {inside[0]}; an overlay VIP "
@@ -89,14 +107,7 @@ class RouteMode(Mode):
             table = by_id.get(table_id)
             if table is None:
                 raise AwsConfigError(f"route: route table {table_id} disappeared")
-            route = next(
-                (
-                    r
-                    for r in table.get("Routes", [])
-                    if r.get("DestinationCidrBlock") == self.destination
-                ),
-                None,
-            )
+            route = self._route(table)
             target = route.get("NetworkInterfaceId") if route else None
             state = route.get("State") if route else None
             if route is not None:
@@ -144,15 +155,8 @@ class RouteMode(Mode):
         )
         tables = await self.observe(deadline)
         for table_id in self.tables:
-            route = next(
-                (
-                    r
-                    for r in tables[table_id].get("Routes", [])
-                    if r.get("DestinationCidrBlock") == self.destination
-                ),
-                None,
-            )
-            params = {"RouteTableId": table_id, "DestinationCidrBlock": self.destination}
+            route = self._route(tables[table_id])
+            params = {"RouteTableId": table_id, self.key: self.destination}
             if route is not None and route.get("NetworkInterfaceId"):
                 # the current target: harmless even where DryRun is ignored (moto)
                 params["NetworkInterfaceId"] = route["NetworkInterfaceId"]
@@ -170,7 +174,7 @@ class RouteMode(Mode):
     async def _point(self, table_id: str, deadline: float, present: bool) -> None:
         params = {
             "RouteTableId": table_id,
-            "DestinationCidrBlock": self.destination,
+            self.key: self.destination,
             "NetworkInterfaceId": self.ident.eni_id,
         }
         first, second = (

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+IPV6_LEAVES = ("ipv6s", "subnet-ipv6-cidr-blocks", "vpc-ipv6-cidr-blocks")
+
 
 @dataclass
 class EniMeta:
@@ -25,6 +27,9 @@ class EniMeta:
     subnet_cidr: str
     vpc_cidrs: list[str]
     device_number: int = 0
+    # empty: an IPv4-only subnet (IMDS then answers 404 for the IPv6 leaves)
+    subnet_ipv6_cidrs: list[str] = field(default_factory=list)
+    vpc_ipv6_cidrs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class FakeImds:
         self.delay_s = 0.0
         # live local-ipv4s by ENI id (e.g. read from moto), like the real IMDS after a remap
         self.local_ipv4s_from: Callable[[str], list[str]] | None = None
+        self.ipv6s_from: Callable[[str], list[str]] | None = None  # the same for ipv6s
         self.lock = threading.Lock()
         self._release = threading.Event()
         fake = self
@@ -111,7 +117,7 @@ class FakeImds:
                 inst = fake.instances.get(self.client_address[0], fake.default)
                 if inst is None:
                     return self._send(404, "Not Found")
-                value = fake.lookup(inst, self.path, fake.local_ipv4s_from)
+                value = fake.lookup(inst, self.path, fake.local_ipv4s_from, fake.ipv6s_from)
                 if value is None:
                     return self._send(404, "Not Found")
                 return self._send(200, value)
@@ -133,7 +139,8 @@ class FakeImds:
 
     @staticmethod
     def lookup(inst: InstanceMeta, path: str,
-               live: Callable[[str], list[str]] | None = None) -> str | None:
+               live: Callable[[str], list[str]] | None = None,
+               live6: Callable[[str], list[str]] | None = None) -> str | None:
         prefix = "/latest/meta-data/"
         if not path.startswith(prefix):
             return None
@@ -163,8 +170,13 @@ class FakeImds:
                 "subnet-ipv4-cidr-block": eni.subnet_cidr,
                 "vpc-ipv4-cidr-blocks": "\n".join(eni.vpc_cidrs),
                 "device-number": str(eni.device_number),
+                "ipv6s": "\n".join(live6(eni.interface_id) if live6 else []),
+                "subnet-ipv6-cidr-blocks": "\n".join(eni.subnet_ipv6_cidrs),
+                "vpc-ipv6-cidr-blocks": "\n".join(eni.vpc_ipv6_cidrs),
             }
-            return leaf.get(parts[4])
+            value = leaf.get(parts[4])
+            # like IMDS: an empty IPv6 list is no leaf at all (404)
+            return value if value or parts[4] not in IPV6_LEAVES else None
         return None
 
     def stop(self) -> None:

@@ -8,8 +8,10 @@ address (one sidecar node) and a number of occurrences.
 Two opt-in layers make moto behave like real EC2 where the aws provider depends on it
 (issue 17, docs/aws.md "What the lag model stands for"):
 - aws_semantics: AssignPrivateIpAddresses with AllowReassignment *moves* the address
-  (moto keeps it on both ENIs), and the `addresses.private-ip-address` / `tag-key`
-  filters of DescribeNetworkInterfaces are evaluated here, on secondaries too.
+  (moto keeps it on both ENIs), AssignIpv6Addresses of an address another ENI holds is
+  refused with InvalidIPAddress.InUse (moto lists it on both), and the
+  `addresses.private-ip-address` / `ipv6-addresses.ipv6-address` / `tag-key` filters of
+  DescribeNetworkInterfaces are evaluated here (moto: primaries only / not implemented).
 - lag (WireLag): read-after-write lag. Each write (a move, a tag) records the state of
   what it touches; describes keep answering that old state for a seeded random window,
   each write independently, so a move and its tag become visible in either order.
@@ -38,6 +40,19 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from tests.awsfakes.ec2xml import (
+    DESCRIBE_OF,
+    ID_PARAM,
+    ITEMS,
+    WIRE_FILTERS,
+    addresses,
+    canonical,
+    item_id,
+    items,
+    local,
+    matches,
+)
+
 StartResponse = Callable[..., Any]
 
 ERROR_STATUS = {
@@ -46,6 +61,8 @@ ERROR_STATUS = {
             "An internal error has occurred."),
     "unavailable": ("503 Service Unavailable", "Unavailable",
                     "The server is overloaded and can't handle the request."),
+    # EC2's refusal of an address another ENI holds (AssignIpv6Addresses has no steal flag)
+    "in_use": ("400 Bad Request", "InvalidIPAddress.InUse", "The address is in use."),
     "unauthorized": ("403 Forbidden", "UnauthorizedOperation",
                      "You are not authorized to perform this operation. Encoded authorization "
                      "failure message: AbCdEf0123456789"),
@@ -55,7 +72,7 @@ ERROR_STATUS = {
 @dataclass
 class Fault:
     action: str  # EC2 Action, or "*"
-    kind: str  # throttle | 5xx | unavailable | unauthorized | delay
+    kind: str  # throttle | 5xx | unavailable | in_use | unauthorized | delay
     count: int | None = 1  # None: every matching request
     client: str | None = None  # only requests from this address (one node)
     delay_s: float = 0.0
@@ -70,46 +87,6 @@ class Request:
     fault: str | None
     dry_run: bool
     params: dict[str, str]
-
-
-NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
-ET.register_namespace("", NS)
-# per describe: (item set, id element, {aspect: element names that make it up})
-ITEMS = {
-    "DescribeNetworkInterfaces": ("networkInterfaceSet", "networkInterfaceId",
-                                  {"addresses": ("privateIpAddressesSet",),
-                                   "tags": ("tagSet",)}),
-    "DescribeAddresses": ("addressesSet", "allocationId",
-                          {"assoc": ("instanceId", "associationId", "networkInterfaceId",
-                                     "networkInterfaceOwnerId", "privateIpAddress"),
-                           "tags": ("tagSet",)}),
-    "DescribeRouteTables": ("routeTableSet", "routeTableId",
-                            {"routes": ("routeSet",), "tags": ("tagSet",)}),
-}
-DESCRIBE_OF = {"eni": "DescribeNetworkInterfaces", "eipalloc": "DescribeAddresses",
-               "rtb": "DescribeRouteTables"}
-ID_PARAM = {"DescribeNetworkInterfaces": "NetworkInterfaceId",
-            "DescribeAddresses": "AllocationId", "DescribeRouteTables": "RouteTableId"}
-WIRE_FILTERS = ("addresses.private-ip-address", "tag-key")
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _child(node: ET.Element, name: str) -> ET.Element | None:
-    return next((c for c in node if _local(c.tag) == name), None)
-
-
-def _items(root: ET.Element, describe: str) -> list[ET.Element]:
-    set_name = ITEMS[describe][0]
-    found = next((n for n in root.iter() if _local(n.tag) == set_name), None)
-    return [] if found is None else [c for c in found if _local(c.tag) == "item"]
-
-
-def _item_id(item: ET.Element, describe: str) -> str:
-    node = _child(item, ITEMS[describe][1])
-    return (node.text or "") if node is not None else ""
 
 
 @dataclass
@@ -205,23 +182,30 @@ class FaultInjector:
         if not status.startswith("200"):
             return {}
         root = ET.fromstring(data)
-        return {_item_id(item, describe): item for item in _items(root, describe)}
+        return {item_id(item, describe): item for item in items(root, describe)}
 
     def _holders(self, environ: dict[str, Any], ip: str) -> list[str]:
         _, _, data = self._app(environ, [("Action", "DescribeNetworkInterfaces"),
                                          ("Version", "2016-11-15")])
-        out = []
-        for item in _items(ET.fromstring(data), "DescribeNetworkInterfaces"):
-            addrs = _child(item, "privateIpAddressesSet")
-            ips = {(_child(a, "privateIpAddress").text or "")  # type: ignore[union-attr]
-                   for a in (addrs if addrs is not None else [])}
-            if ip in ips:
-                out.append(_item_id(item, "DescribeNetworkInterfaces"))
-        return out
+        version = 6 if ":" in ip else 4
+        want = canonical(ip)
+        return [item_id(item, "DescribeNetworkInterfaces")
+                for item in items(ET.fromstring(data), "DescribeNetworkInterfaces")
+                if want in addresses(item, version)]
+
+    def _held_elsewhere(self, action: str, params: dict[str, str], environ: dict[str, Any]
+                        ) -> list[str]:
+        if not self.aws_semantics or action != "AssignIpv6Addresses":
+            return []
+        ip = params.get("Ipv6Addresses.1", "")
+        eni = params.get("NetworkInterfaceId", "")
+        return [o for o in self._holders(environ, ip) if o != eni] if ip else []
 
     def _touched(self, action: str, params: dict[str, str], environ: dict[str, Any]
                  ) -> list[tuple[str, str]]:
         """(resource, aspect) a write changes, incl. the ENIs a reassignment takes from."""
+        if action in ("AssignIpv6Addresses", "UnassignIpv6Addresses"):
+            return [(params.get("NetworkInterfaceId", ""), "addresses")]
         if action in ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"):
             eni = params.get("NetworkInterfaceId", "")
             out = [(eni, "addresses")]
@@ -261,7 +245,7 @@ class FaultInjector:
             if describe is None or item is None:
                 continue
             names = ITEMS[describe][2][aspect]
-            old = [copy.deepcopy(c) for c in item if _local(c.tag) in names]
+            old = [copy.deepcopy(c) for c in item if local(c.tag) in names]
             # the ENIs a reassignment takes the address from show it no earlier than the
             # target does: a stale read may list it twice (EC2 does), never nowhere
             at = shows if n == 0 else shows + lag.rng.uniform(0, lag.max_s)
@@ -307,14 +291,14 @@ class FaultInjector:
     def _shape(self, action: str, client: str, data: bytes,
                filters: list[tuple[str, list[str]]]) -> bytes:
         root = ET.fromstring(data)
-        parent = next((n for n in root.iter() if _local(n.tag) == ITEMS[action][0]), None)
+        parent = next((n for n in root.iter() if local(n.tag) == ITEMS[action][0]), None)
         if parent is None:
             return data
         now = time.monotonic()
         lag = self.lag if self.lag is not None and self.lag.applies(client) else None
         stale = False
         for item in list(parent):
-            rid = _item_id(item, action)
+            rid = item_id(item, action)
             if lag is not None:
                 with self.lock:
                     hidden = list(lag.hidden)
@@ -325,28 +309,16 @@ class FaultInjector:
                     if first is None:
                         continue
                     stale = True
-                    for c in [c for c in item if _local(c.tag) in names]:
+                    for c in [c for c in item if local(c.tag) in names]:
                         item.remove(c)
                     for c in first.old:
                         item.append(copy.deepcopy(c))
-            if not all(self._matches(item, name, values) for name, values in filters):
+            if not all(matches(item, name, values) for name, values in filters):
                 parent.remove(item)
         if stale and lag is not None:
             with self.lock:
                 lag.stale_answers += 1
         return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
-
-    @staticmethod
-    def _matches(item: ET.Element, name: str, values: list[str]) -> bool:
-        if name == "addresses.private-ip-address":
-            addrs = _child(item, "privateIpAddressesSet")
-            ips = {(_child(a, "privateIpAddress").text or "")  # type: ignore[union-attr]
-                   for a in (addrs if addrs is not None else [])}
-            return bool(ips & set(values))
-        tags = _child(item, "tagSet")
-        keys = {(_child(t, "key").text or "")  # type: ignore[union-attr]
-                for t in (tags if tags is not None else [])}
-        return bool(keys & set(values))
 
     def _match(self, action: str, client: str) -> Fault | None:
         with self.lock:
@@ -380,15 +352,7 @@ class FaultInjector:
             if self.aws_semantics or self.lag is not None:
                 return self._ec2(action, client, params, body, environ, start_response)
         elif fault is not None:
-            status, code, message = ERROR_STATUS[fault.kind]
-            xml = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
-                f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
-                f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
-            ).encode()
-            start_response(status, [("Content-Type", "text/xml"),
-                                    ("Content-Length", str(len(xml)))])
-            return [xml]
+            return _error(start_response, *ERROR_STATUS[fault.kind])
         return self.app(environ, start_response)  # type: ignore[no-any-return]
 
     def _ec2(self, action: str, client: str, params: dict[str, str], body: bytes,
@@ -409,6 +373,11 @@ class FaultInjector:
         if not dry and action and not action.startswith("Describe"):
             # one write at a time: its snapshot, the reassignment and the write itself
             with self.write_lock:
+                held = self._held_elsewhere(action, params, environ)
+                if held:
+                    # EC2 has no AllowReassignment for IPv6: an address another ENI holds
+                    # is refused (moto would list it on both)
+                    return _error(start_response, *ERROR_STATUS["in_use"])
                 self._snapshot(action, params, environ)
                 self._before_write(action, params, environ)
                 status, headers, data = self._app(environ, pairs)
@@ -416,6 +385,18 @@ class FaultInjector:
             status, headers, data = self._app(environ, pairs)
         start_response(status, headers)
         return [data]
+
+
+def _error(start_response: StartResponse, status: str, code: str, message: str
+           ) -> list[bytes]:
+    """An EC2 error answer on the wire, as botocore parses AWS's."""
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    ).encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(xml)))])
+    return [xml]
 
 
 class FaultyMoto:
