@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from vip_sidecar.inet import IPAddress
 from vip_sidecar.providers.aws.api import Ec2Api
 from vip_sidecar.providers.aws.identity import Identity
 from vip_sidecar.providers.aws.retry import Plan

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Network, ip_address
 from typing import Any
 
-from vip_sidecar.log import event
 from vip_sidecar.inet import IPAddress
+from vip_sidecar.log import event
 from vip_sidecar.providers.aws.api import Ec2Api
 from vip_sidecar.providers.aws.errors import AwsConfigError, AwsError, Cause, classify
 from vip_sidecar.providers.aws.identity import Identity

@@ -11,8 +11,7 @@ with the wrapper's EC2 semantics on (an address held elsewhere is refused) and o
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
-from ipaddress import IPv6Address, ip_network
+from ipaddress import ip_network
 
 import pytest
 from botocore.exceptions import ClientError
@@ -73,11 +72,9 @@ def provider(servers, world: World, i: int, vip: str, mode: str = "secondary-ip"
     options = {"name": "aws", "mode": mode, "endpoint_url": moto.url,
                "imds_endpoint": imds.url, "mac": MACS[i], "drift_confirm": 0.2,
                "emulator_compat": not moto.injector.aws_semantics, **opts}
-    cfg = build_config({"interface": "lo", "srcip": f"{NET}.0.{i + 1}", "vhid": 3,
-                        "pass": "pw", "addr": f"{NET}.0.100", "providers": [options]})
-    # the VIP under test is IPv6; the config layer's own IPv6 parsing is tested elsewhere
-    vipcfg = replace(cfg.vips[0], addr=IPv6Address(vip), addr_text=vip)
-    p = create(vipcfg.providers[0], vipcfg, cfg)
+    cfg = build_config({"interface": "lo", "srcip": f"fd00:78::{i + 1}", "vhid": 3,
+                        "pass": "pw", "addr": vip, "providers": [options]})
+    p = create(cfg.vips[0].providers[0], cfg.vips[0], cfg)
     assert isinstance(p, AwsProvider)
     return p
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s import grants
-from vip_sidecar.config import ProviderSpec, build_config
+from vip_sidecar.config import Config, ProviderSpec, build_config
 from vip_sidecar.providers.base import OwnershipLost, Veto, VipContext
 from vip_sidecar.providers.kubernetes import KubernetesProvider
 from vip_sidecar.providers.kubernetes.api import (
@@ -53,16 +53,17 @@ def bed(kube, kube_ns, tmp_path):
 
 
 def provider(kube, ns: str, token: str, tmp: Path, n: str, server: str | None = None,
-             wall: Callable[[], datetime] | None = None,
+             wall: Callable[[], datetime] | None = None, config: Config = CONFIG,
              **opts) -> tuple[KubernetesProvider, VipContext]:
     """wall: the node's wall clock (issue 18's skew tests inject one)."""
+    vip = config.vips[0]
     kubeconfig = kube.kubeconfig(tmp / f"kubeconfig-{n}", token=token, server=server)
     options = {"kubeconfig": kubeconfig, "lease_duration": 2, "renew_interval": 0.5,
                "request_timeout": 1.0, **opts}
     env = {"POD_NAME": f"pod-{n}", "NODE_NAME": f"{ns}-node-{n}", "POD_NAMESPACE": ns}
-    p = KubernetesProvider(ProviderSpec("kubernetes", options, 10.0), VIP, CONFIG, environ=env,
+    p = KubernetesProvider(ProviderSpec("kubernetes", options, 10.0), vip, config, environ=env,
                            wall=wall)
-    return p, VipContext(VIP, f"node-{n}", reason="master_down")
+    return p, VipContext(vip, f"node-{n}", reason="master_down")
 
 
 async def run_checks(p: KubernetesProvider, ctx: VipContext, seconds: float) -> None:
@@ -188,6 +189,44 @@ async def test_renewals_are_updates_from_the_master_only(kube, bed, tmp_path):
     assert kube.lease(ns, LEASE)["spec"]["renewTime"] > first
     await a.down(ca)
     await a.close()
+
+
+async def test_an_ipv6_vip_changes_nothing_the_apiserver_sees_but_the_text(kube, bed,
+                                                                          tmp_path):
+    """Issue 12: an IPv6 VIP (written uncompressed, no name) everywhere the provider puts
+    it: the label key comes from the VIP's name (never the address: label keys and values
+    cannot hold ':'), the Lease name and holder identity are the VIP name and the Pod, and
+    the address itself only appears in free text (the Lease annotation, Event messages),
+    compressed."""
+    ns, token = bed
+    cfg6 = build_config({"interface": "eth0", "srcip": "fe80::1", "vhid": 9, "pass": "x",
+                         "addr": "FD00:0:0:0::0099"})
+    a, ca = provider(kube, ns, token, tmp_path, "a", config=cfg6, label_node=True)
+    b, cb = provider(kube, ns, token, tmp_path, "b", config=cfg6, label_node=True)
+    for p, c in ((a, ca), (b, cb)):
+        await p.init()
+        await p.down(c)
+    await a.pre_master(ca)
+    await a.up(ca)
+    await a.bow_out(ca)  # a graceful exit gives the Lease up at once
+    await a.down(ca)
+    await b.pre_master(cb)
+    await b.up(cb)
+    lease = kube.lease(ns, "vip-sidecar-vhid9")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "pod-b"
+    assert lease["metadata"]["annotations"]["vip-sidecar.io/vip"] == "vhid9 fd00::99 vhid 9"
+    key = "vip-sidecar.io/vhid9"
+    assert kube.pod_labels(ns, "pod-b")[key] == "master"
+    assert kube.pod_labels(ns, "pod-a")[key] == "backup"
+    assert kube.node_labels(f"{ns}-node-b")[key] == "master"
+    # Events are sent in the background
+    assert await wait_until(
+        lambda: sum(e["reason"] == "BecameMaster" for e in kube.events(ns)) == 2, 5)
+    became = [e for e in kube.events(ns) if e["reason"] == "BecameMaster"]
+    assert all("(fd00::99)" in e["message"] for e in became), became
+    for p in (a, b):
+        assert all(ok for ok, _ in await p.preflight())
+        await p.close()
 
 
 async def test_events_carry_state_change_reason_and_timings(kube, bed, tmp_path):

@@ -85,3 +85,20 @@ async def test_bare_script_name_is_relative_to_cwd_not_path(tmp_path, monkeypatc
     prov = ScriptProvider(ProviderSpec("script"), v, Config(vips=(v,)))
     assert await prov.run("up.sh", VipContext(v, "n")) == 0
     assert out.read_text().strip() == "cwd"
+
+
+async def test_ipv6_vip_reaches_the_script_in_its_compressed_form(tmp_path):
+    """However the operator wrote it, the script gets RFC 5952 text (what `ip -6 addr`
+    prints and expects), both on promotion and on demotion."""
+    from vip_sidecar.config import build_config
+
+    out = tmp_path / "args"
+    s = script(tmp_path, "updown", f'echo "$1 $2" >> {out}')
+    cfg = build_config({"interface": "eth9", "srcip": "fe80::2", "vhid": 5, "pass": "pw",
+                        "addr": "FD00:0000:0:0::0100", "upscript": s, "downscript": s,
+                        "providers": ["script"]})
+    v = cfg.vips[0]
+    prov = ScriptProvider(v.providers[0], v, cfg)
+    await prov.up(VipContext(v, "n"))
+    await prov.down(VipContext(v, "n"))
+    assert out.read_text().splitlines() == ["eth9 fd00::100", "eth9 fd00::100"]
