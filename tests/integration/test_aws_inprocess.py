@@ -9,10 +9,8 @@ import urllib.request
 
 import pytest
 
-from tests.awsfakes import forget_clients
-from tests.awsfakes.imds import FakeImds
-from tests.awsfakes.moto_server import FaultyMoto
-from tests.awsfakes.world import World, seed
+from tests.awsfakes.loopback import fresh_world, loopback_servers
+from tests.awsfakes.world import World
 from vip_sidecar.config import build_config
 from vip_sidecar.providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
 from vip_sidecar.providers.aws.imds import ImdsClient
@@ -26,29 +24,12 @@ VIP = f"{NET}.0.100"
 
 @pytest.fixture(scope="module")
 def servers():
-    moto = FaultyMoto("127.0.0.1")
-    imds = FakeImds("127.0.0.1")
-    yield moto, imds
-    moto.stop()
-    imds.stop()
+    yield from loopback_servers()
 
 
 @pytest.fixture
 def world(servers, monkeypatch) -> World:
-    moto, imds = servers
-    for var in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    moto.reset()
-    imds.hang_put = False
-    imds.revoke_tokens()
-    forget_clients()
-    world = seed(moto.client(), [f"{NET}.0.1", f"{NET}.0.2"], MACS,
-                 vpc_cidr=f"{NET}.0.0/16", subnet_cidr=f"{NET}.0.0/24")
-    imds.local_ipv4s_from = world.local_ipv4s
-    return world
+    return fresh_world(*servers, monkeypatch, NET, MACS)
 
 
 def provider(servers, world: World, i: int, mode: str = "secondary-ip", vip: str = VIP,
