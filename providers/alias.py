@@ -7,6 +7,10 @@ MASTER the address is checked every `reassert_interval` and put back if someone 
 it (ucarp issue #26: ucarp never notices). `nonlocal_bind: true` sets
 net.ipv4.ip_nonlocal_bind so services can bind the VIP on a BACKUP too and are ready the
 moment the address arrives.
+
+An IPv6 VIP is added `nodad` (/128 by default) and announced with unsolicited
+neighbour advertisements (override flag, to ff02::1) on the same schedule as the GARPs;
+`nonlocal_bind` then sets net.ipv6.ip_nonlocal_bind.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 import socket
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,12 @@ from vip_sidecar import carp, netif, parsing
 from vip_sidecar.config import Config, ProviderSpec, VipConfig
 from vip_sidecar.log import event
 from vip_sidecar.providers.base import Provider, ProviderConfigError, VipContext
+from vip_sidecar.transport6 import NEIGHBOUR_ADVERTS
 
-NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
+NONLOCAL_BIND = {
+    4: Path("/proc/sys/net/ipv4/ip_nonlocal_bind"),
+    6: Path("/proc/sys/net/ipv6/ip_nonlocal_bind"),  # Linux 4.3+
+}
 
 
 class AliasProvider(Provider):
@@ -35,7 +43,8 @@ class AliasProvider(Provider):
         super().__init__(spec, vip, config)
         bag = parsing.OptionBag("alias", spec.options, ProviderConfigError)
         advert_interval = vip.advbase + vip.advskew / 256
-        self.prefix = bag.take("prefix", parsing.integer(1, 32), 32)
+        bits: int = vip.addr.max_prefixlen  # 32 or 128: a host route of the VIP's family
+        self.prefix = bag.take("prefix", parsing.integer(1, bits), bits)
         self.garp_count = bag.take("garp_count", parsing.integer(0, 100), 2)
         self.garp_interval = bag.take(
             "garp_interval", parsing.number(0.0, 3600.0), 2 * advert_interval
@@ -51,10 +60,12 @@ class AliasProvider(Provider):
 
     async def init(self) -> None:
         if self.nonlocal_bind:
-            await asyncio.to_thread(NONLOCAL_BIND.write_text, "1\n")
+            path = NONLOCAL_BIND[self.vip.addr.version]
+            await asyncio.to_thread(path.write_text, "1\n")
             event(
                 logging.INFO,
-                "net.ipv4.ip_nonlocal_bind=1: services may bind the VIP on BACKUP",
+                f"net.{path.parent.name}.ip_nonlocal_bind=1: services may bind the VIP "
+                "on BACKUP",
                 vip=self.vip.name,
                 provider=self.name,
             )
@@ -125,25 +136,27 @@ class AliasProvider(Provider):
 
     async def _garps(self, count: int | None = None) -> None:
         _, mac = netif.hardware_address(self.interface)
-        if not isinstance(self.vip.addr, IPv4Address):
-            return  # neighbour advertisements for IPv6: not yet
-        frame = carp.encode_garp(mac, self.vip.addr)
+        addr = self.vip.addr
         for i in range(self.garp_count if count is None else count):
             if i:
                 await asyncio.sleep(self.garp_interval)
             try:
-                _GARP_SOCKETS.send(self.interface, frame)
+                if isinstance(addr, IPv6Address):
+                    NEIGHBOUR_ADVERTS.send(self.interface, addr, mac)
+                else:
+                    _GARP_SOCKETS.send(self.interface, carp.encode_garp(mac, addr))
             except OSError as exc:
+                what = "neighbour advertisement" if addr.version == 6 else "gratuitous ARP"
                 event(
                     logging.WARNING,
-                    f"gratuitous ARP failed: {exc.strerror}",
+                    f"{what} failed: {exc.strerror or exc}",
                     vip=self.vip.name,
                     provider=self.name,
                 )
 
 
 class _AddressSnapshots:
-    """One netlink dump of the IPv4 addresses, shared by every alias provider that asks
+    """One netlink dump of the addresses, shared by every alias provider that asks
     within MAX_AGE_S: with hundreds of VIPs, one dump per VIP per check made the checks
     grow with N squared and stalled the advertisements."""
 

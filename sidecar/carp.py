@@ -2,7 +2,8 @@
 
 Pure functions only: no sockets, no clocks. Layout and the exact HMAC input
 are those of ucarp 1.5.2 (src/carp.c, src/ip_carp.h); tests/unit/test_carp_vectors.py
-checks them byte for byte against known-good vectors.
+checks them byte for byte against known-good vectors. The 36-byte header and the HMAC
+serve IPv6 unchanged (FreeBSD ip_carp.c, docs/ipv6.md); the IPv6 framing is carp6.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from vip_sidecar.inet import DEFAULT_GROUP4
+from vip_sidecar.inet import DEFAULT_GROUP4, IPAddress
 
 PROTO_CARP = 112
 CARP_VERSION = 2
@@ -70,13 +71,14 @@ class Advertisement:
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """A structurally sound IPv4 packet carrying a CARP header (not yet authenticated)."""
+    """A structurally sound packet carrying a CARP header (not yet authenticated)."""
 
-    src: IPv4Address
-    dst: IPv4Address
-    ttl: int
+    src: IPAddress
+    dst: IPAddress
+    ttl: int  # IPv6: the hop limit
     adv: Advertisement
-    checked_bytes: bytes  # IP header (with options) + 36 CARP bytes: the checksum domain
+    # the checksum domain: IPv4 header (with options) + 36 CARP bytes; IPv6: the 36 bytes
+    checked_bytes: bytes
 
 
 def internet_checksum(data: bytes) -> int:
@@ -92,13 +94,15 @@ def internet_checksum(data: bytes) -> int:
 class Authenticator:
     """HMAC-SHA1 over 0x02 0x01 vhid VIP counter, keyed with the raw password bytes.
 
-    The constant prefix is hashed once; each digest copies that state, which is what
-    makes hundreds of VHIDs per process cheap.
+    The VIP is 4 bytes (ucarp) or 16 (an IPv6 VIP): FreeBSD's carp_hmac_prepare for a
+    vhid holding exactly that one address (docs/ipv6.md). The constant prefix is hashed
+    once; each digest copies that state, which is what makes hundreds of VHIDs per
+    process cheap.
     """
 
     __slots__ = ("_prefix_state",)
 
-    def __init__(self, password: bytes, vhid: int, vip: IPv4Address) -> None:
+    def __init__(self, password: bytes, vhid: int, vip: IPAddress) -> None:
         if not 1 <= len(password) <= MAX_PASSWORD_LEN:
             raise ValueError(f"password must be 1..{MAX_PASSWORD_LEN} bytes, got {len(password)}")
         prefix = bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
@@ -180,9 +184,19 @@ def decode_ip(data: bytes) -> Packet | DropReason:
     ihl = (data[0] & 0x0F) * 4
     if ihl < IP_HEADER_LEN or len(data) < ihl + CARP_LEN:
         return DropReason.BOGUS_SIZE
-    carp = data[ihl : ihl + CARP_LEN]
+    return Packet(
+        src=IPv4Address(bytes(data[12:16])),
+        dst=IPv4Address(bytes(data[16:20])),
+        ttl=data[8],
+        adv=decode_header(data[ihl : ihl + CARP_LEN]),
+        checked_bytes=bytes(data[: ihl + CARP_LEN]),
+    )
+
+
+def decode_header(carp: bytes) -> Advertisement:
+    """The fields of a 36-byte CARP header (IPv4 and IPv6 alike)."""
     ver_type, vhid, advskew, authlen, demote, advbase, _ = _CARP_HEAD.unpack_from(carp)
-    adv = Advertisement(
+    return Advertisement(
         vhid=vhid,
         advbase=advbase,
         advskew=advskew,
@@ -192,13 +206,6 @@ def decode_ip(data: bytes) -> Packet | DropReason:
         type=ver_type & 0x0F,
         authlen=authlen,
         demote=demote,
-    )
-    return Packet(
-        src=IPv4Address(bytes(data[12:16])),
-        dst=IPv4Address(bytes(data[16:20])),
-        ttl=data[8],
-        adv=adv,
-        checked_bytes=bytes(data[: ihl + CARP_LEN]),
     )
 
 

@@ -71,16 +71,16 @@ class Opened:
 
 
 def open_everything(config: Config) -> Opened:
-    from vip_sidecar.transport import InterfaceTransport, TransportError, ipv4_only
+    from vip_sidecar.transport import InterfaceTransport, TransportError
 
     opened = Opened(unix=bind_unix_sockets(config))
     try:
         if config.http and not config.http.startswith(("unix:", "/")):
             opened.tcp = bind_tcp(config.http)
         for vip in config.vips:
-            ipv4_only(vip.addr)  # until the IPv6 transport lands: one line, not a traceback
             if vip.interface not in opened.transports:
                 opened.transports[vip.interface] = InterfaceTransport(vip.interface)
+            opened.transports[vip.interface].require(vip.addr)  # IPv6 VIP, no IPv6: one line
     except (ConfigError, TransportError) as exc:
         for bound in opened.unix:
             bound.sock.close()

@@ -136,6 +136,7 @@ class Reloader:
             for vip in d.added + d.restarted:
                 if vip.interface not in rt.transports and vip.interface not in opened:
                     opened[vip.interface] = rt.transport_factory(vip.interface)
+                (opened.get(vip.interface) or rt.transports[vip.interface]).require(vip.addr)
         except (OSError, TransportError) as exc:
             for transport in opened.values():
                 transport.close()

@@ -9,10 +9,10 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vip_sidecar import carp, netif
+from vip_sidecar import carp, carp6, netif
 from vip_sidecar.config import Config, VipConfig
 from vip_sidecar.election import Reason, State
 from vip_sidecar.instance import VipInstance
@@ -20,6 +20,7 @@ from vip_sidecar.log import RateLimitedWarnings, event
 from vip_sidecar.providers.base import Provider
 from vip_sidecar.providers.registry import load_provider
 from vip_sidecar.sdnotify import SystemdBridge
+from vip_sidecar.wakeups import next_housekeeping, sleep_until
 
 if TYPE_CHECKING:
     from vip_sidecar.reload import Reloader
@@ -41,31 +42,6 @@ def build_providers(config: Config) -> dict[str, list[Provider]]:
         vip.name: [load_provider(spec, vip, config) for spec in vip.providers]
         for vip in config.vips
     }
-
-
-def next_housekeeping(now: float, tick: float, timers: Sequence[float | None]) -> float:
-    """When the next housekeeping round runs: `tick` from now, or a little earlier at the
-    same instant as a protocol timer (a MASTER's next advert) due in the last quarter of
-    the tick. The two then share one wake-up of the process: at advbase 1 a Python
-    wake-up costs about as much CPU as everything the round does (docs/reliability.md)."""
-    due = [t for t in timers if t is not None and now + 0.75 * tick <= t <= now + tick]
-    return min(due) if due else now + tick
-
-
-async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    # call_at with the very same `when` as the advert timer: asyncio runs both handles in
-    # one pass (asyncio.sleep() would compute its own deadline, microseconds later)
-    fut: asyncio.Future[None] = loop.create_future()
-    handle = loop.call_at(when, _wake, fut)
-    try:
-        await fut
-    finally:
-        handle.cancel()
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class Runtime:
@@ -117,7 +93,7 @@ class Runtime:
             loop.add_signal_handler(signal.SIGUSR1, self.log_states)
             loop.add_signal_handler(signal.SIGUSR2, self.demote_masters)
         for transport in self.transports.values():
-            loop.add_reader(transport.fileno(), self._on_readable, transport)
+            self._watch(transport)
         await asyncio.gather(*(inst.start() for inst in self.instances))
         self.loop_heartbeat = time.monotonic()  # alive now, before the first housekeeping
         self._housekeeper = asyncio.ensure_future(self._housekeeping())
@@ -136,9 +112,7 @@ class Runtime:
                 interface=vip.interface,
             )
             if self._housekeeper is not None:  # a reload: the loop already reads the others
-                asyncio.get_running_loop().add_reader(
-                    transport.fileno(), self._on_readable, transport
-                )
+                self._watch(transport)
         transport = self.transports[vip.interface]
         if not vip.peers and not vip.nomcast:
             transport.join(vip.mcast)
@@ -156,7 +130,7 @@ class Runtime:
         self._own_src[inst.cfg.interface] = {i.cfg.srcip for i in left}
         if not left:
             transport = self.transports.pop(inst.cfg.interface)
-            asyncio.get_running_loop().remove_reader(transport.fileno())
+            self._unwatch(transport)
             transport.close()
 
     def request_stop(self, why: str = "request") -> None:
@@ -189,7 +163,7 @@ class Runtime:
             self._housekeeper.cancel()
         loop = asyncio.get_running_loop()
         for transport in self.transports.values():
-            loop.remove_reader(transport.fileno())
+            self._unwatch(transport)
             transport.close()
         if self._handle_signals:
             for sig in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2):
@@ -210,18 +184,30 @@ class Runtime:
             return
         for received in batch:
             if received.incoming:
-                self.dispatch(transport.ifname, received.data)
+                self.dispatch_decoded(transport.ifname, received.decode())
+
+    def _watch(self, transport: InterfaceTransport) -> None:
+        for fd in transport.filenos():
+            asyncio.get_running_loop().add_reader(fd, self._on_readable, transport)
+
+    def _unwatch(self, transport: InterfaceTransport) -> None:
+        for fd in transport.filenos():
+            asyncio.get_running_loop().remove_reader(fd)
 
     def dispatch(self, ifname: str, data: bytes) -> carp.DropReason | None:
+        return self.dispatch_decoded(ifname, carp.decode_ip(data))
+
+    def dispatch_decoded(
+        self, ifname: str, pkt: carp.Packet | carp.DropReason
+    ) -> carp.DropReason | None:
         """ucarp's receive checks 1-7 (interface level), then hand the packet to the vhid's
-        instance, which runs the rest."""
-        pkt = carp.decode_ip(data)
+        instance, which runs the rest. IPv4 and IPv6 adverts take the same path."""
         if isinstance(pkt, carp.DropReason):
             return self._drop(ifname, pkt, None)
         if pkt.src in self._own_src.get(ifname, ()):
             return self._drop(ifname, carp.DropReason.OWN_PACKET, None)
         inst = self._by_vhid.get((ifname, pkt.adv.vhid))
-        if pkt.ttl != carp.CARP_TTL:
+        if not carp6.hop_limit_ok(pkt, inst.cfg.peers if inst is not None else ()):
             self._warn.warn(
                 f"ttl/{ifname}",
                 f"Bad TTL: [{pkt.ttl}]",
@@ -302,7 +288,7 @@ class Runtime:
             for inst in self.instances:
                 inst.housekeeping()
             when = next_housekeeping(loop.time(), tick, [i.timer_at() for i in self.instances])
-            await _sleep_until(loop, when)
+            await sleep_until(loop, when)
 
     def _count_kernel_drops(self, ifname: str) -> None:
         n = self.transports[ifname].take_kernel_drops()
@@ -375,7 +361,6 @@ class Runtime:
             return False
         if old_index is None or index == old_index:
             return True
-        loop = asyncio.get_running_loop()
         try:
             fresh = self.transport_factory(ifname)
             for inst in self.instances:
@@ -395,10 +380,10 @@ class Runtime:
             interface=ifname,
             event="transport_reopened",
         )
-        loop.remove_reader(transport.fileno())
+        self._unwatch(transport)
         transport.close()
         self.transports[ifname] = fresh
-        loop.add_reader(fresh.fileno(), self._on_readable, fresh)
+        self._watch(fresh)
         for inst in self.instances:
             if inst.cfg.interface == ifname:
                 inst.transport = fresh

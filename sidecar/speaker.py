@@ -13,13 +13,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 
 from vip_sidecar import carp
 from vip_sidecar.config import VipConfig
 from vip_sidecar.counter import AdvertCounter, ReplayGuard
+from vip_sidecar.inet import IPAddress
 from vip_sidecar.log import RateLimitedWarnings
 from vip_sidecar.stats import VipStats
-from vip_sidecar.transport import InterfaceTransport, ipv4_only
+from vip_sidecar.transport import InterfaceTransport
+from vip_sidecar.transport6 import NEIGHBOUR_ADVERTS
 
 
 @dataclass
@@ -42,7 +45,8 @@ class Speaker:
         self.transport = transport
         self.stats = stats
         self.clock = clock
-        self.auth = carp.Authenticator(cfg.password, cfg.vhid, ipv4_only(cfg.addr))
+        transport.require(cfg.addr)
+        self.auth = carp.Authenticator(cfg.password, cfg.vhid, cfg.addr)
         self.counter = AdvertCounter(monotonic=cfg.replay_protection)
         self.replay = ReplayGuard() if cfg.replay_protection else None
         self.master_seen: MasterSeen | None = None
@@ -61,11 +65,8 @@ class Speaker:
         if self.cfg.peers:
             # one unreachable peer must not silence the adverts to the others
             for peer in self.cfg.peers:
-                dst = ipv4_only(peer)
-                src = ipv4_only(self.cfg.srcip)
-                packet = carp.encode_ip(payload, src, dst, secrets.randbits(16))
                 try:
-                    self.transport.send_unicast(packet, dst)
+                    self._send(payload, peer, multicast=False)
                 except OSError as exc:
                     errors.append(exc)
                     self._warn.warn(
@@ -77,17 +78,8 @@ class Speaker:
                     )
             failed = len(errors) == len(self.cfg.peers)
         else:
-            group = ipv4_only(self.cfg.mcast)
-            src = ipv4_only(self.cfg.srcip)
-            packet = carp.encode_ip(payload, src, group, secrets.randbits(16))
             try:
-                self.transport.send_multicast(
-                    packet,
-                    self.cfg.vhid,
-                    group,
-                    broadcast=self.cfg.nomcast,
-                    real_mac=self.cfg.real_mac,
-                )
+                self._send(payload, self.cfg.mcast, multicast=True)
             except OSError as exc:
                 errors.append(exc)
                 self._warn.warn(
@@ -103,10 +95,31 @@ class Speaker:
             self.last_advert_sent = self.clock()
         return not failed
 
+    def _send(self, payload: bytes, dst: IPAddress, *, multicast: bool) -> None:
+        """One advert to one destination: IPv6 as the bare header (the kernel frames it),
+        IPv4 as ucarp's packet (an Ethernet frame for the group, a raw IP one unicast)."""
+        src = self.cfg.srcip
+        if isinstance(dst, IPv6Address) and isinstance(src, IPv6Address):
+            self.transport.send_ipv6(payload, src, dst)
+        elif isinstance(dst, IPv4Address) and isinstance(src, IPv4Address):
+            packet = carp.encode_ip(payload, src, dst, secrets.randbits(16))
+            if not multicast:
+                self.transport.send_unicast(packet, dst)
+                return
+            self.transport.send_multicast(
+                packet, self.cfg.vhid, dst, broadcast=self.cfg.nomcast, real_mac=self.cfg.real_mac
+            )
+        else:  # config.py makes every address of a VIP one family
+            raise OSError(f"mixed address families: {src} -> {dst}")
+
     def send_garp(self) -> None:
+        """ucarp's gratuitous ARP; for an IPv6 VIP the unsolicited neighbour advert."""
+        addr = self.cfg.addr
         try:
-            frame = carp.encode_garp(self.transport.mac, ipv4_only(self.cfg.addr))
-            self.transport.send_frame(frame)
+            if isinstance(addr, IPv6Address):
+                NEIGHBOUR_ADVERTS.send(self.cfg.interface, addr, self.transport.mac)
+            else:
+                self.transport.send_frame(carp.encode_garp(self.transport.mac, addr))
         except OSError as exc:
             self._warn.warn(
                 "garp",

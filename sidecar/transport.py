@@ -9,6 +9,9 @@ Send: multicast/broadcast adverts and gratuitous ARPs are whole Ethernet frames 
 on an AF_PACKET socket (ucarp's exact frame, source MAC 00:00:5e:00:00:<vhid>); unicast
 adverts to --peer addresses go through a raw IP socket so the kernel routes them and
 resolves the next hop, which is what clouds without multicast need.
+
+IPv6: a raw AF_INET6 socket of its own (transport6.py), opened with the others; a host
+without IPv6 still runs IPv4 VIPs, and an IPv6 VIP there is refused in one line.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import ctypes
 import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
-from vip_sidecar import netif
+from vip_sidecar import carp, netif
 from vip_sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
 from vip_sidecar.inet import IPAddress
+from vip_sidecar.transport6 import Inet6Socket, Received6
 
 ETH_P_IP = 0x0800
 SO_ATTACH_FILTER = 26
@@ -40,13 +44,6 @@ RCVBUF_BYTES = 1 << 20
 
 class TransportError(RuntimeError):
     pass
-
-
-def ipv4_only(ip: IPAddress) -> IPv4Address:
-    """The IPv4 wire path's address; an IPv6 VIP is refused until its transport exists."""
-    if not isinstance(ip, IPv4Address):
-        raise TransportError(f"{ip}: IPv6 adverts are not implemented yet")
-    return ip
 
 
 def _bpf_carp_only() -> bytes:
@@ -84,6 +81,9 @@ class Received:
     data: bytes
     incoming: bool
 
+    def decode(self) -> carp.Packet | carp.DropReason:
+        return carp.decode_ip(self.data)
+
 
 class InterfaceTransport:
     def __init__(self, ifname: str) -> None:
@@ -113,13 +113,37 @@ class InterfaceTransport:
         except OSError as exc:
             raise TransportError(f"interface {ifname}: {exc.strerror or exc}") from None
         self._memberships: dict[IPv4Address, socket.socket] = {}
+        self.v6: Inet6Socket | None = None
+        self._v6_error = ""
+        try:
+            self.v6 = Inet6Socket(ifname, self.ifindex, RCVBUF_BYTES)
+        except OSError as exc:  # IPv6 disabled in this kernel: IPv4 VIPs still work
+            self._v6_error = exc.strerror or str(exc)
 
     def fileno(self) -> int:
         return self.rx.fileno()
 
-    def join(self, group_ip: IPAddress) -> None:
-        """IGMP membership so that snooping switches forward the group to us."""
-        group = ipv4_only(group_ip)
+    def filenos(self) -> list[int]:
+        """Every socket the event loop must watch (IPv4 packets, IPv6 adverts)."""
+        return [self.rx.fileno()] + ([self.v6.fileno()] if self.v6 is not None else [])
+
+    def require(self, ip: IPAddress) -> None:
+        """Refuse, in one line, a VIP whose family this interface cannot speak."""
+        if ip.version == 6 and self.v6 is None:
+            raise TransportError(f"interface {self.ifname}: no IPv6 socket: {self._v6_error}")
+
+    def join(self, group: IPAddress) -> None:
+        """IGMP (MLD for IPv6) membership so that snooping switches forward the group."""
+        if isinstance(group, IPv6Address):
+            self.require(group)
+            assert self.v6 is not None
+            try:
+                self.v6.join(group)
+            except OSError as exc:
+                raise TransportError(
+                    f"Can't do IPV6_JOIN_GROUP {group} on {self.ifname}: {exc.strerror}"
+                ) from None
+            return
         if group in self._memberships:
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -133,8 +157,10 @@ class InterfaceTransport:
             ) from None
         self._memberships[group] = s
 
-    def receive(self, limit: int = 64) -> list[Received]:
-        out: list[Received] = []
+    def receive(self, limit: int = 64) -> list[Received | Received6]:
+        out: list[Received | Received6] = []
+        if self.v6 is not None:
+            out.extend(self.v6.receive(limit))
         for _ in range(limit):
             try:
                 data, addr = self.rx.recvfrom(MAX_PACKET)
@@ -146,11 +172,12 @@ class InterfaceTransport:
     def take_kernel_drops(self) -> int:
         """Packets the kernel dropped since the last call because the receive buffer was
         full (PACKET_STATISTICS resets on read; this socket has one reader: us)."""
+        v6 = self.v6.take_kernel_drops() if self.v6 is not None else 0
         try:
             raw = self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
         except OSError:
-            return 0
-        return int(struct.unpack("II", raw)[1])
+            return v6
+        return int(struct.unpack("II", raw)[1]) + v6
 
     def send_multicast(
         self, packet: bytes, vhid: int, group: IPv4Address, *, broadcast: bool, real_mac: bool
@@ -165,10 +192,18 @@ class InterfaceTransport:
     def send_unicast(self, packet: bytes, dst: IPv4Address) -> None:
         self.tx_ip.sendto(packet, (str(dst), 0))
 
+    def send_ipv6(self, payload: bytes, src: IPv6Address, dst: IPv6Address) -> None:
+        """An IPv6 advert (the bare CARP header) to the group or a unicast peer."""
+        if self.v6 is None:
+            raise OSError(f"no IPv6 socket on {self.ifname}")
+        self.v6.send(payload, src, dst)
+
     def send_frame(self, frame: bytes) -> None:
         self.tx_l2.send(frame)
 
     def close(self) -> None:
         for s in (self.rx, self.tx_l2, self.tx_ip, *self._memberships.values()):
             s.close()
+        if self.v6 is not None:
+            self.v6.close()
         self._memberships.clear()

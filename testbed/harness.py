@@ -64,9 +64,10 @@ def wait_for(
 @dataclass
 class Host:
     ns: str
-    ip: str
+    ip: str  # the srcip sidecar() passes: IPv4, or IPv6 on an IPv6-only topology
     ifname: str = "eth0"
     mac: str = ""
+    ip6: str = ""  # the host's IPv6 address (topologies with family ipv6 or dual)
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh(*argv, check=check, ns=self.ns)
@@ -75,8 +76,16 @@ class Host:
         out = self.run("ip", "-o", "-4", "addr", "show", "dev", self.ifname).stdout
         return re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out)
 
+    def addresses6(self) -> list[str]:
+        out = self.run("ip", "-o", "-6", "addr", "show", "dev", self.ifname).stdout
+        return re.findall(r"inet6 ([0-9a-f:]+/\d+)", out)
+
     def has_address(self, addr: str) -> bool:
-        return any(a.split("/")[0] == addr for a in self.addresses())
+        found = self.addresses6() if ":" in addr else self.addresses()
+        return any(a.split("/")[0] == addr for a in found)
+
+    def link_local(self) -> str:
+        return next(a.split("/")[0] for a in self.addresses6() if a.startswith("fe80:"))
 
 
 class Proc:
@@ -265,10 +274,14 @@ def _allocate_net() -> tuple[int, Path]:
 
 @dataclass
 class Topology:
-    """N hosts (eth0 = 10.<net>.0.<i>/24) on one Linux bridge in a hub namespace."""
+    """N hosts (eth0 = 10.<net>.0.<i>/24) on one Linux bridge in a hub namespace.
+
+    family "ipv6": an IPv6-only link (eth0 = fd00:<net>::<i>/64, no IPv4, DAD off so every
+    address is usable at once); "dual": both."""
 
     n: int
     net: int = 0  # 0: allocate a 10.<net>.0.0/24 no other test bed on this machine uses
+    family: str = "ipv4"
     tag: str = field(
         default_factory=lambda: f"{os.getpid() % 100000}{int(time.time() * 1000) % 1000}"
     )
@@ -299,16 +312,27 @@ class Topology:
         sh("ip", "netns", "add", ns)
         self._namespaces.append(ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
-        host = Host(ns, ip or f"10.{self.net}.0.{i}", ifname, f"02:00:00:{self.net:02x}:00:{i:02x}")
+        if self.family != "ipv4":
+            # before the veth exists, so its link-local address skips DAD too; addresses
+            # survive `link down` as IPv4 ones do (a crashed master's VIP is a leftover)
+            for conf in ("all", "default"):
+                sh("sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0", ns=ns)
+                sh("sysctl", "-qw", f"net.ipv6.conf.{conf}.keep_addr_on_down=1", ns=ns)
+        ip6 = self.vip6(i) if self.family != "ipv4" else ""
+        ip = ip or (ip6 if self.family == "ipv6" else f"10.{self.net}.0.{i}")
+        host = Host(ns, ip, ifname, f"02:00:00:{self.net:02x}:00:{i:02x}", ip6)
         self.hosts.append(host)
         self._plug(host, i)
         return host
 
     def _plug(self, host: Host, i: int) -> None:
-        self.add_leg(host, host.ifname, f"p{i}", f"{host.ip}/24", host.mac)
+        v4 = f"{host.ip}/24" if self.family != "ipv6" else None
+        self.add_leg(host, host.ifname, f"p{i}", v4, host.mac)
+        if host.ip6:
+            sh("ip", "addr", "add", f"{host.ip6}/64", "dev", host.ifname, "nodad", ns=host.ns)
 
     def add_leg(
-        self, host: Host, ifname: str, port: str, address: str, mac: str | None = None
+        self, host: Host, ifname: str, port: str, address: str | None, mac: str | None = None
     ) -> None:
         """A veth from the host's namespace to the bridge: its main interface, or a
         second NIC (another ifname and port) for multi-interface tests."""
@@ -332,7 +356,8 @@ class Topology:
         if mac:
             sh("ip", "link", "set", ifname, "address", mac, ns=host.ns)
         sh("ip", "link", "set", ifname, "up", ns=host.ns)
-        sh("ip", "addr", "add", address, "dev", ifname, ns=host.ns)
+        if address is not None:
+            sh("ip", "addr", "add", address, "dev", ifname, ns=host.ns)
 
     def recreate_link(self, host: Host, gap_s: float = 0.0) -> None:
         """Delete the host's interface and create it again under the same name (what a
@@ -363,12 +388,20 @@ class Topology:
     def vip(self, last: int = 100) -> str:
         return f"10.{self.net}.0.{last}"
 
+    def vip6(self, last: int = 100) -> str:
+        return f"fd00:{self.net}::{last}"
+
     def sidecar(
-        self, host: Host, *args: str, name: str | None = None, env: dict[str, str] | None = None
+        self,
+        host: Host,
+        *args: str,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        srcip: str | None = None,
     ) -> SidecarNode:
         node = SidecarNode(
             host,
-            ["-i", host.ifname, "-s", host.ip, *args],
+            ["-i", host.ifname, "-s", srcip or host.ip, *args],
             self.workdir,
             name or f"sc-{host.ns}-{len(self.procs)}",
             env,

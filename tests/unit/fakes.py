@@ -51,6 +51,12 @@ class FakeTransport:
     def fileno(self) -> int:
         return self._r
 
+    def filenos(self) -> list[int]:
+        return [self._r]
+
+    def require(self, ip) -> None:
+        pass
+
     def join(self, group) -> None:
         pass
 
@@ -68,6 +74,9 @@ class FakeTransport:
 
     def send_unicast(self, packet: bytes, dst) -> None:
         self.sent.append((f"unicast:{dst}", packet))
+
+    def send_ipv6(self, payload: bytes, src, dst) -> None:
+        self.sent.append((f"ipv6:{dst}", payload))
 
     def send_frame(self, frame: bytes) -> None:
         self.sent.append(("frame", frame))

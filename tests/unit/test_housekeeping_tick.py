@@ -1,7 +1,7 @@
 """The housekeeping round shares its wake-up with a MASTER's advert timer when that timer
 is due in the last quarter of the tick (one wake-up per second instead of two)."""
 
-from vip_sidecar.runtime import next_housekeeping
+from vip_sidecar.wakeups import next_housekeeping
 
 
 def test_plain_tick_without_timers():

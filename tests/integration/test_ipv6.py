@@ -1,0 +1,210 @@
+"""IPv6 VIPs in network namespaces (issue 12): an IPv6-only link with DAD off, the alias
+provider (nodad address, unsolicited neighbour adverts), ping -6 from a third host,
+a dual-stack process, and hostile IPv6 adverts sent from a namespace."""
+
+import json
+import re
+import signal
+import socket
+import sys
+import time
+from ipaddress import IPv6Address
+
+import pytest
+
+from tests.integration.harness import NETNS, Proc, Sniffer, wait_for
+from vip_sidecar import carp
+
+pytestmark = [NETNS, pytest.mark.netns]
+
+ALIAS = {"name": "alias", "reassert_interval": 1}
+# the IPv4 test's bound (test_alias.py): dead interval of the advskew-50 backup + 1.5 s
+FAILOVER_BOUND_S = 3 * (1 + 50 / 256) + 1.5
+
+
+def node(topo, host, vip, *args, srcip=None, providers=(ALIAS,), name=None):
+    name = name or f"n{topo.hosts.index(host) + 1}-{len(topo.procs)}"
+    path = topo.workdir / f"{name}.json"
+    path.write_text(json.dumps({"providers": list(providers)}))
+    return topo.sidecar(host, "-p", "secret", "-v", "9", "-a", vip, "--config", str(path),
+                        *args, name=name, srcip=srcip)
+
+
+def ping_until_reply(host, addr, deadline_s=10.0):
+    """Seconds until the first echo reply (ping every 10 ms), or None."""
+    t0 = time.time()
+    res = host.run("ping", "-n", "-q", "-i", "0.01", "-c", "1", "-w", str(int(deadline_s)),
+                   addr, check=False)
+    return time.time() - t0 if res.returncode == 0 else None
+
+
+def neighbour_adverts(sniffer, mac, vip, after=0.0):
+    """Unsolicited NAs for `vip` from `mac`: ICMPv6 136 to ff02::1, hop limit 255,
+    override set, solicited clear, TLLA = mac."""
+    mac_b, target = bytes.fromhex(mac.replace(":", "")), _in6(vip)
+    out = []
+    for ts, f in sniffer.frames():
+        if ts < after or f[6:12] != mac_b or f[12:14] != b"\x86\xdd" or len(f) < 14 + 40 + 32:
+            continue
+        ip6, icmp = f[14:54], f[54:]
+        # the kernel's own answers to h3's solicitations go to h3: not ours
+        if ip6[6] != 58 or icmp[0] != 136 or icmp[8:24] != target or ip6[24:40] != ALL_NODES:
+            continue
+        assert ip6[7] == 255
+        assert icmp[4] & 0x60 == 0x20  # O=1, S=0
+        assert icmp[24:32] == b"\x02\x01" + mac_b
+        out.append(ts)
+    return out
+
+
+def _in6(text):
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+ALL_NODES = _in6("ff02::1")
+
+
+def test_ipv6_only_link_failover_follows_ping6_like_ipv4(make_topo):
+    topo = make_topo(3, family="ipv6")
+    h1, h2, h3 = topo.hosts
+    vip = topo.vip6()
+    sniff = Sniffer(topo, h3, 0x86DD)
+    # srcip = the link-local address, the source the BSD kernels use
+    a = node(topo, h1, vip, "-k", "0", srcip=h1.link_local())
+    wait_for(lambda: h1.has_address(vip), 6, what="VIP on h1")
+    b = node(topo, h2, vip, "-k", "50", srcip=h2.link_local())
+    wait_for(lambda: b.state() == "BACKUP", 5, what="b BACKUP")
+    time.sleep(1)
+    # exactly one master holds the VIP
+    assert (a.state(), b.state()) == ("MASTER", "BACKUP")
+    assert h1.has_address(vip) and not h2.has_address(vip)
+    st = a.vip()
+    assert (st["family"], st["group"], st["addr"]) == ("ipv6", "ff02::12", vip)
+    assert b.vip()["counters"]["adverts_received"] > 0 and not b.vip()["counters"]["drops"]
+    line = next(x for x in h1.run("ip", "-o", "-6", "addr").stdout.splitlines() if vip in x)
+    assert f"{vip}/128" in line and "nodad" in line and "tentative" not in line
+    assert ping_until_reply(h3, vip, 3) is not None
+    wait_for(lambda: neighbour_adverts(sniff, h1.mac, vip), 3, what="NA from h1")
+
+    # kill -9 of the master, its link gone: h3's ping -6 is answered again within the bound
+    t0 = time.time()
+    a.signal(signal.SIGKILL)
+    h1.run("ip", "link", "set", "eth0", "down")
+    took = ping_until_reply(h3, vip, 10)
+    assert took is not None
+    print(f"\nIPv6 kill -9 -> first ping -6 reply from the new master after {took:.3f}s")
+    assert took < FAILOVER_BOUND_S
+    assert h2.has_address(vip)
+    assert neighbour_adverts(sniff, h2.mac, vip, t0), "no neighbour advert from the new master"
+    assert h2.mac in h3.run("ip", "-6", "neigh", "show", vip).stdout
+    # the crashed node comes back as BACKUP: its start-up down action removes the stale VIP
+    assert h1.has_address(vip)
+    h1.run("ip", "link", "set", "eth0", "up")
+    a = node(topo, h1, vip, "-k", "0", srcip=h1.link_local())
+    wait_for(lambda: not h1.has_address(vip), 5, what="stale VIP removed by restart")
+    assert a.state() == "BACKUP" and h2.has_address(vip)
+
+    # SIGTERM of the master b: a takes over, no echo is lost on the way
+    ping = Proc(h3, ["ping", "-6", "-n", "-i", "0.02", "-c", "200", vip],
+                topo.workdir / "ping6.log")
+    topo.procs.append(ping)
+    time.sleep(1)
+    t0 = time.time()
+    b.signal(signal.SIGTERM)
+    assert b.wait(10) == 0
+    assert ping.wait(20) in (0, 1)
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", ping.text())
+    assert summary, ping.text()
+    sent, got = int(summary.group(1)), int(summary.group(2))
+    print(f"IPv6 SIGTERM handover: {got}/{sent} echoes answered")
+    assert sent == got == 200
+    assert h1.has_address(vip) and not h2.has_address(vip)
+    # the GARP schedule: a second NA two advert intervals after the first
+    wait_for(lambda: len(neighbour_adverts(sniff, h1.mac, vip, t0)) >= 2, 4, what="delayed NA")
+    n1, n2 = neighbour_adverts(sniff, h1.mac, vip, t0)[:2]
+    assert 1.5 < n2 - n1 < 2.6
+
+
+def test_one_process_serves_an_ipv4_and_an_ipv6_vip(make_topo):
+    topo = make_topo(3, family="dual")
+    h1, h2, h3 = topo.hosts
+    v4, v6 = topo.vip(), topo.vip6()
+    nodes = []
+    for host, skew in ((h1, 0), (h2, 50)):
+        path = topo.workdir / f"dual-{host.ns}.json"
+        path.write_text(json.dumps({
+            "pass": "secret", "advskew": skew, "providers": [ALIAS],
+            "vips": [{"name": "web4", "vhid": 4, "addr": v4},
+                     {"name": "web6", "vhid": 6, "addr": v6, "srcip": host.ip6}],
+        }))
+        nodes.append(topo.sidecar(host, "--config", str(path), name=f"dual-{host.ns}"))
+    a, b = nodes
+    wait_for(lambda: h1.has_address(v4) and h1.has_address(v6), 6, what="both VIPs on h1")
+    wait_for(lambda: b.state(0) == "BACKUP" and b.state(1) == "BACKUP", 5, what="b BACKUP")
+    assert [v["family"] for v in a.status()["vips"]] == ["ipv4", "ipv6"]
+    assert not h2.has_address(v4) and not h2.has_address(v6)
+    assert ping_until_reply(h3, v4, 3) is not None and ping_until_reply(h3, v6, 3) is not None
+
+    a.signal(signal.SIGKILL)
+    h1.run("ip", "link", "set", "eth0", "down")
+    t0 = time.time()
+    took4 = ping_until_reply(h3, v4, 10)
+    took6 = ping_until_reply(h3, v6, 10)
+    assert took4 is not None and took6 is not None
+    print(f"\ndual-stack kill -9: IPv4 answered after {took4:.3f}s, IPv6 {time.time() - t0:.3f}s")
+    assert time.time() - t0 < FAILOVER_BOUND_S
+    assert h2.has_address(v4) and h2.has_address(v6)
+    assert [v["state"] for v in b.status()["vips"]] == ["MASTER", "MASTER"]
+
+
+SENDER = """
+import socket, struct, sys
+ifindex = socket.if_nametoindex("eth0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, int(sys.argv[2]))
+s.sendto(bytes.fromhex(sys.argv[1]), ("ff02::12", 0, 0, ifindex))
+"""
+
+
+def advert(vip, password=b"secret", vhid=9, advskew=0, counter=77):
+    digest = carp.Authenticator(password, vhid, IPv6Address(vip)).digest(counter)
+    return carp.encode_carp(vhid, 1, advskew, counter, digest)
+
+
+def test_hostile_ipv6_adverts_are_counted_drops_and_never_change_state(make_topo):
+    topo = make_topo(2, family="ipv6")
+    h1, h2 = topo.hosts
+    vip = topo.vip6()
+    a = node(topo, h1, vip, "-k", "100")
+    wait_for(lambda: a.state() == "MASTER", 6, what="h1 MASTER")
+
+    def send(payload, hops=255):
+        h2.run(sys.executable, "-c", SENDER, payload.hex(), str(hops))
+
+    bad_sum = bytearray(advert(vip))
+    bad_sum[6] ^= 0x5A
+    # each would make h1 step down (advskew 0 beats its 100) if it were accepted
+    hostile = {
+        "bad_ttl": [(advert(vip), 64), (advert(vip), 1)],
+        "bad_checksum": [(bytes(bad_sum), 255)],
+        "bad_digest": [(advert(vip, password=b"wrong"), 255)],
+        "bogus_size": [(advert(vip)[:20], 255), (b"", 255)],
+    }
+    for packets in hostile.values():
+        for payload, hops in packets:
+            send(payload, hops)
+    time.sleep(0.5)
+    st = a.status()
+    counters = st["vips"][0]["counters"]
+    drops = {**counters["drops"], **{k.split("/")[1]: v for k, v in st["interface_drops"].items()}}
+    for reason, packets in hostile.items():
+        assert drops.get(reason) == len(packets), (reason, drops)
+    assert counters["adverts_received"] == 0
+    assert a.state() == "MASTER" and h1.has_address(vip)
+    assert [t[1] for t in a.transitions()] == ["BACKUP", "MASTER"]
+
+    # control: the same advert, valid, does move it (the test can fail)
+    send(advert(vip))
+    wait_for(lambda: a.state() == "BACKUP", 3, what="h1 yields to the valid advert")
+    assert a.vip()["counters"]["adverts_received"] == 1

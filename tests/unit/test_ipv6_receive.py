@@ -1,0 +1,104 @@
+"""One process, one IPv4 and one IPv6 VIP: the IPv6 receive checks count their drops
+under the IPv4 reasons, never move the state, and IPv6 adverts leave as bare headers."""
+
+import asyncio
+from ipaddress import IPv6Address
+
+import pytest
+
+from tests.unit.fakes import FakeTransport
+from vip_sidecar import carp
+from vip_sidecar.config import build_config
+from vip_sidecar.metrics import render
+from vip_sidecar.runtime import Runtime
+from vip_sidecar.transport6 import Received6
+
+GROUP6 = IPv6Address("ff02::12")
+PEER = IPv6Address("fe80::1")
+OWN = IPv6Address("fe80::2")
+
+
+def advert(vhid=2, password=b"secret", vip="fd00::100", advskew=0, counter=5) -> bytes:
+    digest = carp.Authenticator(password, vhid, IPv6Address(vip)).digest(counter)
+    return carp.encode_carp(vhid, 1, advskew, counter, digest)
+
+
+@pytest.fixture
+def rt():
+    cfg = build_config({
+        "interface": "ds0", "pass": "secret",
+        "vips": [{"vhid": 1, "srcip": "10.98.0.2", "addr": "10.98.0.100"},
+                 {"vhid": 2, "srcip": str(OWN), "addr": "fd00::100"}],
+    })
+    loop = asyncio.new_event_loop()
+    runtime = Runtime(cfg, {}, transport_factory=FakeTransport, handle_signals=False)
+    loop.run_until_complete(runtime.start())
+    yield runtime
+    loop.run_until_complete(runtime.shutdown())
+    loop.close()
+
+
+def feed(rt, payload, src=PEER, dst=GROUP6, hop_limit=255):
+    return rt.dispatch_decoded("ds0", Received6(payload, src, dst, hop_limit).decode())
+
+
+def test_status_and_metrics_say_the_family_of_each_vip(rt):
+    v4, v6 = rt.status()["vips"]
+    assert (v4["family"], v4["group"]) == ("ipv4", "224.0.0.18")
+    assert (v6["family"], v6["group"], v6["addr"]) == ("ipv6", "ff02::12", "fd00::100")
+    text = render(rt).decode()
+    assert 'vip_sidecar_vip_info{addr="fd00::100",family="ipv6",interface="ds0",vhid="2"' in text
+
+
+def bad_checksum() -> bytes:
+    raw = bytearray(advert())
+    raw[6] ^= 0xFF
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kwargs", "reason"),
+    [
+        (advert(), {"hop_limit": 64}, "bad_ttl"),
+        (advert(), {"hop_limit": 1}, "bad_ttl"),
+        (bad_checksum(), {}, "bad_checksum"),
+        (advert(password=b"wrong"), {}, "bad_digest"),
+        (advert(vip="fd00::101"), {}, "bad_digest"),
+        (advert()[:35], {}, "bogus_size"),
+        (advert(), {"dst": IPv6Address("ff02::13")}, "wrong_group"),
+        (advert(), {"src": OWN}, "own_packet"),
+    ],
+)
+def test_hostile_ipv6_adverts_are_counted_drops_and_never_change_state(rt, payload, kwargs, reason):
+    inst = rt.instances[1]
+    before = (inst.election.state, inst.stats.adverts_received, inst.speaker.master_seen)
+    result = feed(rt, payload, **kwargs)
+    assert result is not None and result.value == reason
+    counted = inst.stats.drops[reason] + sum(
+        n for (i, r), n in rt.iface_drops.items() if r == reason
+    )
+    assert counted == 1
+    assert (inst.election.state, inst.stats.adverts_received, inst.speaker.master_seen) == before
+    # the IPv4 VIP heard nothing either
+    assert rt.instances[0].stats.adverts_received == 0 and not rt.instances[0].stats.drops
+
+
+def test_a_valid_ipv6_advert_is_accepted_and_its_counter_followed(rt):
+    inst = rt.instances[1]
+    assert feed(rt, advert(counter=41)) is None
+    assert inst.stats.adverts_received == 1
+    assert inst.speaker.master_seen is not None and inst.speaker.master_seen.src == str(PEER)
+    assert inst.speaker.counter.next() == 42  # continues the master's sequence, like ucarp
+
+
+def test_ipv6_advert_goes_out_as_the_bare_header_to_the_group(rt):
+    inst = rt.instances[1]
+    transport = rt.transports["ds0"]
+    transport.sent.clear()
+    inst.send_advert(1, 0)
+    ((where, payload),) = transport.sent
+    assert where == "ipv6:ff02::12" and len(payload) == carp.CARP_LEN
+    assert carp.internet_checksum(payload) == 0
+    pkt = Received6(payload, OWN, GROUP6, 255).decode()
+    assert isinstance(pkt, carp.Packet)
+    assert inst.speaker.auth.verify(pkt.adv.counter, pkt.adv.digest)
