@@ -148,7 +148,7 @@ def _providers(value: Any) -> tuple[ProviderSpec, ...]:
 # VIP_SIDECAR_<KEY>; "pass"/"passfile" become VipConfig.password.
 VIP_FIELDS: dict[str, Callable[[Any], Any]] = {
     "interface": fields.interface_name,
-    "srcip": fields.host_address,
+    "srcip": fields.host_addresses,
     "vhid": parsing.integer(1, 255),
     "pass": fields.password,
     "passfile": parsing.text,
@@ -328,6 +328,9 @@ def _make_vip(f: dict[str, Any], where: str, warnings: list[str]) -> VipConfig:
             where + "pass", "missing; supply a password with -p/--pass or -o/--passfile"
         )
     addr = parsing.ip_address(f["addr"])
+    if isinstance(f["srcip"], tuple):
+        # a dual-stack node's two addresses (status.hostIPs): this VIP uses its family's
+        f = {**f, "srcip": next(ip for ip in f["srcip"] if ip.version == addr.version)}
     _check_family(f, addr, where)
     if addr == f["srcip"]:
         raise ConfigError(

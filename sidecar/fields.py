@@ -48,6 +48,19 @@ def host_address(value: Any) -> IPAddress:
     return ip
 
 
+def host_addresses(value: Any) -> IPAddress | tuple[IPAddress, ...]:
+    """srcip: one address, or at most one per family joined by a comma, the form of
+    Kubernetes' `status.hostIPs` on a dual-stack node ("10.0.0.5,fd00::5"); each VIP then
+    takes the address of its own family (config._make_vip)."""
+    text = str(value).strip()
+    if "," not in text:
+        return host_address(text)
+    ips = tuple(host_address(part.strip()) for part in text.split(",") if part.strip())
+    if len({ip.version for ip in ips}) != len(ips):
+        raise ValueError(f"lists two addresses of one family, got {value!r}")
+    return ips[0] if len(ips) == 1 else ips
+
+
 def addr_text(value: Any) -> str:
     """The VIP, validated. An IPv4 VIP is kept as written (scripts receive the original
     text, as with ucarp); an IPv6 VIP becomes its compressed form (RFC 5952), the one

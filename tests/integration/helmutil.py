@@ -25,6 +25,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "vip-sidecar"
+# every example values file, by the word after "values-" (a new file is tested at once)
+EXAMPLES = {
+    p.stem.removeprefix("values-"): f"examples/{p.name}"
+    for p in sorted((CHART / "examples").glob("values-*.yaml"))
+}
 RELEASE = "vip"
 NAMESPACE = "vip-system"
 

@@ -29,16 +29,12 @@ from vip_sidecar.providers import registry
 pytestmark = pytest.mark.helm
 
 CHART = helmutil.CHART
-EXAMPLES = {
-    "alias": "examples/values-alias.yaml",
-    "aws": "examples/values-aws.yaml",
-    "kubernetes": "examples/values-kubernetes.yaml",
-    "script": "examples/values-script.yaml",
-}
+EXAMPLES = helmutil.EXAMPLES
 CASES = [pytest.param(None, id="defaults")] + [
     pytest.param(path, id=name) for name, path in EXAMPLES.items()
 ]
 HOST_IP = "198.51.100.7"  # what status.hostIP would be on the node
+HOST_IP6 = "2001:db8:51::7"  # its IPv6 address (status.hostIPs on a dual-stack node)
 
 # the default values configure no kubernetes provider: no Lease name to grant get/update
 # on (tests/integration/test_kubernetes_rbac.py checks resourceNames with one)
@@ -122,11 +118,15 @@ def test_examples_use_their_provider(values_file: str | None) -> None:
         for vip in values["vips"]
         for p in vip.get("providers") or []
     }
+    example = next((name for name, path in EXAMPLES.items() if path == values_file), None)
     if values_file is None:
         assert names == set()
+    elif example in registry.BUILTINS:
+        assert example in names
     else:
-        provider = next(name for name, path in EXAMPLES.items() if path == values_file)
-        assert provider in names
+        # the dual-stack example: one VIP per family
+        assert example == "dualstack", f"{values_file}: name an example after its provider"
+        assert sorted(":" in str(v["addr"]) for v in values["vips"]) == [False, True]
 
 
 # ------------------------------------------------------------------ schema and checks
@@ -148,6 +148,12 @@ REJECTED = [
      r"at '/vips/0/addr': '192.0.2.300' is not valid ipv4"),
     ("addr-word", {"vips": [{"vhid": 3, "addr": "vip.example.com"}]},
      r"at '/vips/0/addr': 'vip.example.com' is not valid ipv4"),
+    ("addr-ipv6", {"vips": [{"vhid": 3, "addr": "fd00::1::2"}]},
+     r"at '/vips/0/addr': 'fd00::1::2' is not valid ipv6"),
+    ("addr-ipv6-zone", {"vips": [{"vhid": 3, "addr": "fe80::1%eth0"}]},
+     r"at '/vips/0/addr'"),
+    ("mcast-ipv6-unicast", {"config": {"mcast": "fd00::12"}},
+     r"at '/config/mcast'"),
     ("provider-name", {"vips": [{"vhid": 3, "addr": "192.0.2.1", "providers": ["bogus"]}]},
      r"at '/vips/0/providers/0': value must be one of 'alias', 'aws', 'kubernetes', 'script'"),
     ("provider-mapping",
@@ -377,6 +383,7 @@ def _pod_env(container: dict[str, Any], namespace: str) -> dict[str, str]:
     """The container's environment as the kubelet would build it on node HOST_IP."""
     fields = {
         "status.hostIP": HOST_IP,
+        "status.hostIPs": f"{HOST_IP},{HOST_IP6}",
         "spec.nodeName": "node-a",
         "metadata.name": "vip-abcde",
         "metadata.namespace": namespace,
@@ -427,13 +434,26 @@ def test_config_is_accepted_by_the_daemon(values_file: str | None, tmp_path: Pat
     assert config.daemonize is False and config.facility == "none"
     assert len(config.vips) == len(values["vips"])
     for vip, wanted in zip(config.vips, values["vips"], strict=True):
-        assert str(vip.srcip) == HOST_IP
+        # each VIP gets the node address of its own family
+        assert str(vip.srcip) == (HOST_IP if vip.addr.version == 4 else HOST_IP6)
         assert vip.vhid == wanted["vhid"] and str(vip.addr) == wanted["addr"]
         key = wanted.get("passwordKey", values["existingSecretKey"])
         assert vip.password == data[key]
         names = [p if isinstance(p, str) else p["name"] for p in wanted.get("providers") or []]
         assert [p.name for p in vip.providers] == names
     assert not [w for w in config.warnings if "readable by others" in w]
+
+
+def test_srcip_comes_from_status_host_ips_only_with_an_ipv6_vip() -> None:
+    """status.hostIPs (both families) is what an IPv6 VIP needs; an IPv4-only chart keeps
+    status.hostIP, which clusters older than PodHostIPs (1.29) also accept."""
+    def srcip_field(files: list[str]) -> str:
+        env = {e["name"]: e for e in _container(render_chart(files))["env"]}
+        return str(env["VIP_SIDECAR_SRCIP"]["valueFrom"]["fieldRef"]["fieldPath"])
+
+    assert srcip_field([]) == "status.hostIP"
+    assert srcip_field([EXAMPLES["alias"]]) == "status.hostIP"
+    assert srcip_field([EXAMPLES["dualstack"]]) == "status.hostIPs"
 
 
 def test_notes() -> None:

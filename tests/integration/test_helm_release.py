@@ -25,8 +25,7 @@ from vip_sidecar.providers.kubernetes.api import (
 
 pytestmark = [pytest.mark.k8s_real, pytest.mark.helm]
 
-EXAMPLES = ["examples/values-alias.yaml", "examples/values-aws.yaml",
-            "examples/values-kubernetes.yaml", "examples/values-script.yaml"]
+EXAMPLES = list(helmutil.EXAMPLES.values())
 RELEASE = "vip-sidecar"
 
 

@@ -94,8 +94,9 @@ def pod_args(manifests: list[dict[str, Any]], *, netns: str, host_ip: str, node:
         opts += ["--security-opt", "no-new-privileges"]
     assert sc.get("privileged") is False
 
-    fields = {"status.hostIP": host_ip, "spec.nodeName": node, "metadata.name": pod,
-              "metadata.namespace": namespace}
+    # the pods here are single-stack: status.hostIPs lists the one address
+    fields = {"status.hostIP": host_ip, "status.hostIPs": host_ip, "spec.nodeName": node,
+              "metadata.name": pod, "metadata.namespace": namespace}
     env = container_env(c, fields, {"KUBERNETES_SERVICE_HOST": api[0],
                                     "KUBERNETES_SERVICE_PORT": str(api[1])})
     for name, value in env.items():

@@ -49,6 +49,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* Paths inside the container */}}
+{{/* "true" when a VIP is IPv6: srcip then comes from status.hostIPs (both families) */}}
+{{- define "vip-sidecar.hasIPv6" -}}
+{{- range .Values.vips }}{{ if contains ":" (toString .addr) }}true{{ end }}{{ end }}
+{{- end }}
+
 {{- define "vip-sidecar.configDir" -}}/etc/vip-sidecar/config{{- end }}
 {{- define "vip-sidecar.secretDir" -}}/etc/vip-sidecar/secret{{- end }}
 {{- define "vip-sidecar.scriptDir" -}}/etc/vip-sidecar/scripts{{- end }}
