@@ -3,6 +3,11 @@
 `run` takes every ucarp 1.5.2 option with the same short and long names, so
 `vip-sidecar -i eth0 -s 10.0.0.2 -v 1 -p secret -a 10.0.0.100` works like ucarp
 (flags without a sub-command mean `run`).
+
+Addresses may also be IPv6 (`-s fe80::1 -a 2001:db8::100`): one address family per
+VIP, a dual-stack service is two VIPs with two vhids. IPv6 adverts go to ff02::12 (or
+--mcast, or the --peer addresses) from the --srcip address, which should be the
+interface's link-local address for multicast, as the BSD kernels send them.
 """
 
 from __future__ import annotations

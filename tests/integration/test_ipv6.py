@@ -132,14 +132,21 @@ def test_one_process_serves_an_ipv4_and_an_ipv6_vip(make_topo):
     nodes = []
     for host, skew in ((h1, 0), (h2, 50)):
         path = topo.workdir / f"dual-{host.ns}.json"
+        alias = {**ALIAS, "nonlocal_bind": host is h2}
         path.write_text(json.dumps({
-            "pass": "secret", "advskew": skew, "providers": [ALIAS],
+            "pass": "secret", "advskew": skew, "providers": [alias],
             "vips": [{"name": "web4", "vhid": 4, "addr": v4},
                      {"name": "web6", "vhid": 6, "addr": v6, "srcip": host.ip6}],
         }))
         nodes.append(topo.sidecar(host, "--config", str(path), name=f"dual-{host.ns}"))
     a, b = nodes
     wait_for(lambda: h1.has_address(v4) and h1.has_address(v6), 6, what="both VIPs on h1")
+    # nonlocal_bind on b (BACKUP): its services can bind both VIPs before they arrive
+    assert h2.run("sysctl", "-n", "net.ipv6.ip_nonlocal_bind").stdout.strip() == "1"
+    assert h2.run("sysctl", "-n", "net.ipv4.ip_nonlocal_bind").stdout.strip() == "1"
+    assert h2.run(sys.executable, "-c", BIND, v6, check=False).returncode == 0
+    control = h3.run(sys.executable, "-c", BIND, v6, check=False)
+    assert control.returncode != 0 and "Cannot assign requested address" in control.stderr
     wait_for(lambda: b.state(0) == "BACKUP" and b.state(1) == "BACKUP", 5, what="b BACKUP")
     assert [v["family"] for v in a.status()["vips"]] == ["ipv4", "ipv6"]
     assert not h2.has_address(v4) and not h2.has_address(v6)
@@ -155,6 +162,45 @@ def test_one_process_serves_an_ipv4_and_an_ipv6_vip(make_topo):
     assert time.time() - t0 < FAILOVER_BOUND_S
     assert h2.has_address(v4) and h2.has_address(v6)
     assert [v["state"] for v in b.status()["vips"]] == ["MASTER", "MASTER"]
+    # re-assert: the IPv6 VIP deleted by hand is back within reassert_interval (1 s)
+    h2.run("ip", "-6", "addr", "del", f"{v6}/128", "dev", "eth0")
+    wait_for(lambda: h2.has_address(v6), 3, what="IPv6 VIP re-asserted")
+    assert ping_until_reply(h3, v6, 3) is not None
+
+
+BIND = """
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+socket.socket(fam, socket.SOCK_STREAM).bind((sys.argv[1], 8080))
+"""
+
+
+def test_ipv6_unicast_peers_without_multicast(make_topo):
+    topo = make_topo(3, family="ipv6")
+    h1, h2, h3 = topo.hosts
+    vip = topo.vip6()
+    # the bridge drops every IPv6 advert to a group (neighbour discovery still passes)
+    topo.hub_run("nft", "add", "table", "bridge", "v6mc")
+    topo.hub_run("nft", "add", "chain", "bridge", "v6mc", "v6fwd",
+                 "{ type filter hook forward priority 0; }")
+    topo.hub_run("nft", "add", "rule", "bridge", "v6mc", "v6fwd", "ip6", "nexthdr", "112",
+                 "ip6", "daddr", "ff00::/8", "drop")
+    peers = ("--peer", f"{h1.ip},{h2.ip}")  # one shared list: each node drops its own
+    a = node(topo, h1, vip, "-k", "0", *peers)
+    wait_for(lambda: h1.has_address(vip), 6, what="VIP on h1")
+    b = node(topo, h2, vip, "-k", "50", *peers)
+    wait_for(lambda: b.state() == "BACKUP", 5, what="b BACKUP")
+    time.sleep(1.5)
+    st = b.vip()
+    assert (st["mode"], st["peers"]) == ("unicast", [h1.ip])
+    assert st["counters"]["adverts_received"] > 0 and not st["counters"]["drops"]
+    assert a.state() == "MASTER" and not h2.has_address(vip)
+    a.signal(signal.SIGKILL)
+    h1.run("ip", "link", "set", "eth0", "down")  # or its leftover VIP would answer
+    took = ping_until_reply(h3, vip, 10)
+    assert took is not None and took < FAILOVER_BOUND_S
+    print(f"\nIPv6 unicast kill -9 -> first ping -6 reply after {took:.3f}s")
+    assert b.state() == "MASTER"
 
 
 SENDER = """

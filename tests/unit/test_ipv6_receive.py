@@ -102,3 +102,18 @@ def test_ipv6_advert_goes_out_as_the_bare_header_to_the_group(rt):
     pkt = Received6(payload, OWN, GROUP6, 255).decode()
     assert isinstance(pkt, carp.Packet)
     assert inst.speaker.auth.verify(pkt.adv.counter, pkt.adv.digest)
+
+
+def test_without_an_announcing_provider_the_daemon_sends_the_neighbour_advert(rt, monkeypatch):
+    sent = []
+
+    class Recorder:
+        def send(self, interface, target, mac):
+            sent.append((interface, str(target), mac))
+
+    monkeypatch.setattr("vip_sidecar.speaker.NEIGHBOUR_ADVERTS", Recorder())
+    rt.instances[1].speaker.send_garp()
+    assert sent == [("ds0", "fd00::100", rt.transports["ds0"].mac)]
+    # the IPv4 VIP keeps ucarp's gratuitous ARP frame
+    rt.instances[0].speaker.send_garp()
+    assert rt.transports["ds0"].sent[-1][0] == "frame" and len(sent) == 1
