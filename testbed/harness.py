@@ -574,6 +574,15 @@ def inject_frame(host: Host, frame: bytes) -> None:
     host.run(sys.executable, "-c", code, frame.hex())
 
 
+def ping_until_reply(host: Host, addr: str, deadline_s: float = 10.0) -> float | None:
+    """Seconds until the first echo reply (ping every 10 ms; IPv4 or IPv6), or None."""
+    t0 = time.time()
+    res = host.run(
+        "ping", "-n", "-q", "-i", "0.01", "-c", "1", "-w", str(int(deadline_s)), addr, check=False
+    )
+    return time.time() - t0 if res.returncode == 0 else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ from testbed.harness import (
     free_port,
     have_netns,
     inject_frame,
+    ping_until_reply,
     sh,
     wait_for,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "UcarpNode",
     "free_port",
     "inject_frame",
+    "ping_until_reply",
     "sh",
     "wait_for",
 ]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import NETNS, Sniffer, wait_for
+from tests.integration.harness import NETNS, Sniffer, ping_until_reply, wait_for
 
 pytestmark = [NETNS, pytest.mark.netns]
 
@@ -27,15 +27,6 @@ def node(topo, host, providers, *args, name=None):
     return topo.sidecar(
         host, *PW, "-a", topo.vip(), *with_providers(topo, name, providers), *args, name=name
     )
-
-
-def ping_until_reply(host, addr, deadline_s=10.0):
-    """Seconds until the first echo reply (ping every 10 ms), or None."""
-    t0 = time.time()
-    res = host.run(
-        "ping", "-n", "-q", "-i", "0.01", "-c", "1", "-w", str(int(deadline_s)), addr, check=False
-    )
-    return time.time() - t0 if res.returncode == 0 else None
 
 
 def garps_from(sniffer, mac, vip, after):

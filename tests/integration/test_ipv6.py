@@ -12,7 +12,7 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from tests.integration.harness import NETNS, Proc, Sniffer, wait_for
+from tests.integration.harness import NETNS, Proc, Sniffer, ping_until_reply, wait_for
 from vip_sidecar import carp
 
 pytestmark = [NETNS, pytest.mark.netns]
@@ -28,14 +28,6 @@ def node(topo, host, vip, *args, srcip=None, providers=(ALIAS,), name=None):
     path.write_text(json.dumps({"providers": list(providers)}))
     return topo.sidecar(host, "-p", "secret", "-v", "9", "-a", vip, "--config", str(path),
                         *args, name=name, srcip=srcip)
-
-
-def ping_until_reply(host, addr, deadline_s=10.0):
-    """Seconds until the first echo reply (ping every 10 ms), or None."""
-    t0 = time.time()
-    res = host.run("ping", "-n", "-q", "-i", "0.01", "-c", "1", "-w", str(int(deadline_s)),
-                   addr, check=False)
-    return time.time() - t0 if res.returncode == 0 else None
 
 
 def neighbour_adverts(sniffer, mac, vip, after=0.0):
