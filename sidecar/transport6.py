@@ -19,7 +19,9 @@ from pathlib import Path
 from vip_sidecar import carp, carp6
 
 IPV6_TCLASS_CS7 = 56 << 2  # FreeBSD: net.inet.carp.dscp defaults to 56
-SO_RXQ_OVFL = 40  # a cmsg with the socket's running count of packets dropped on a full queue
+# a cmsg with the socket's running count of packets dropped on a full queue, as it was
+# when the packet carrying it was queued: drops show with the next packet that gets in
+SO_RXQ_OVFL = 40
 _INT = struct.Struct("@i")
 _U32 = struct.Struct("@I")
 _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo {in6_addr; unsigned ifindex}

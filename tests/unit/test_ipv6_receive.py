@@ -117,3 +117,25 @@ def test_without_an_announcing_provider_the_daemon_sends_the_neighbour_advert(rt
     # the IPv4 VIP keeps ucarp's gratuitous ARP frame
     rt.instances[0].speaker.send_garp()
     assert rt.transports["ds0"].sent[-1][0] == "frame" and len(sent) == 1
+
+
+def test_replay_protection_is_the_ipv4_guard_keyed_by_the_ipv6_source():
+    from tests.unit.fakes import FakeClock
+    from vip_sidecar.speaker import Speaker
+    from vip_sidecar.stats import VipStats
+
+    (cfg,) = build_config({"interface": "ds0", "pass": "secret", "vhid": 2, "srcip": str(OWN),
+                           "addr": "fd00::100", "replay_protection": True}).vips
+    stats = VipStats()
+    transport = FakeTransport("ds0")
+    speaker = Speaker(cfg, transport, stats, FakeClock())
+    transport.close()  # receiving never touches it
+    first = Received6(advert(counter=100), PEER, GROUP6, 255).decode()
+    assert speaker.receive(first) is None
+    assert speaker.receive(first) is carp.DropReason.REPLAY  # the same packet again
+    older = Received6(advert(counter=99), PEER, GROUP6, 255).decode()
+    assert speaker.receive(older) is carp.DropReason.REPLAY
+    # another source has a counter of its own
+    other = Received6(advert(counter=1), IPv6Address("fe80::9"), GROUP6, 255).decode()
+    assert speaker.receive(other) is None
+    assert stats.drops["replay"] == 2 and stats.adverts_received == 2
