@@ -91,3 +91,14 @@ def test_link_local_ipv6_vip_is_allowed_with_any_srcip():
     # every IPv6 interface has a link-local address: the IPv4 169.254/16 rule has no use
     (vip,) = build_config(overrides={**V6, "srcip": "2001:db8::2", "addr": "fe80::100"}).vips
     assert vip.addr == IPv6Address("fe80::100")
+
+
+def test_an_ipv6_srcip_not_on_the_interface_is_refused_in_one_line(capsys):
+    rc = cli.main(["-i", "lo", "-s", "fd00::2", "-v", "3", "-p", "pw", "-a", "fd00::9"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    # only addresses of the srcip's family are listed
+    assert err.strip() == (
+        "vip-sidecar: config error: srcip: fd00::2 is not an address of lo (it has ::1)"
+    )
+
