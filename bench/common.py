@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,10 +105,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def bench_topology(n: int) -> Iterator[Topology]:
+def bench_topology(n: int, family: str = "ipv4") -> Iterator[Topology]:
     """A Topology that is torn down whatever happens (SIGTERM/SIGHUP become Ctrl-C)."""
     old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    topo = Topology(n)
+    topo = Topology(n, family=family)
     try:
         yield topo
     finally:
@@ -278,6 +279,7 @@ def start_daemon(
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timers: Timers = NORMAL_TIMERS,
+    srcip: str | None = None,
 ) -> Daemon:
     _seq[0] += 1
     name = f"{kind}-{host.ns}-{_seq[0]}"
@@ -286,7 +288,9 @@ def start_daemon(
     )  # fmt: skip
     if kind == "vip-sidecar":
         return LoggedDaemon(
-            topo.sidecar(host, *common, "--provider", "alias", *extra, name=name, env=env),
+            topo.sidecar(
+                host, *common, "--provider", "alias", *extra, name=name, env=env, srcip=srcip
+            ),
             "vip-sidecar",
         )
     if kind == "ucarp":
@@ -353,7 +357,7 @@ vrrp_instance VI_{vrid} {{
 
 
 # ---------------------------------------------------------------------------- ping
-PING_LINE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(\d+)")
+PING_LINE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\da-fA-F.:]+: icmp_seq=(\d+)")
 
 
 class Pinger:
@@ -443,11 +447,15 @@ class Capture:
             if len(pkt) < l2 + 20 + 6:
                 continue
             ip = pkt[l2:]
-            ihl = (ip[0] & 0x0F) * 4
-            if ip[9] != 112 or len(ip) < ihl + 6:
-                continue
-            src = ".".join(str(b) for b in ip[12:16])
-            body = ip[ihl:]
+            if ip[0] >> 4 == 6:  # IPv6 (bpf "ip6 proto 112"): no extension headers here
+                if ip[6] != 112 or len(ip) < 40 + 6:
+                    continue
+                src, body = str(IPv6Address(ip[8:24])), ip[40:]
+            else:
+                ihl = (ip[0] & 0x0F) * 4
+                if ip[9] != 112 or len(ip) < ihl + 6:
+                    continue
+                src, body = ".".join(str(b) for b in ip[12:16]), ip[ihl:]
             out.append(Advert(sec + frac * scale, src, body[1], body[2], body[5]))
         return out
 

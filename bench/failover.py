@@ -65,7 +65,9 @@ def reset(topo: Topology, vip: str) -> None:
     h1, h2, h3 = topo.hosts[:3]
     h1.run("ip", "link", "set", h1.ifname, "up")
     for h in (h1, h2):
-        h.run("ip", "addr", "del", f"{vip}/32", "dev", h.ifname, check=False)
+        # the alias provider adds an IPv4 VIP as /32, an IPv6 VIP as /128
+        prefix = 128 if ":" in vip else 32
+        h.run("ip", "addr", "del", f"{vip}/{prefix}", "dev", h.ifname, check=False)
     h3.run("ip", "neigh", "flush", "dev", h3.ifname, check=False)
     wait_for(
         lambda: "LOWER_UP" in h1.run("ip", "link", "show", h1.ifname).stdout, 5, what="h1 carrier"
@@ -73,10 +75,19 @@ def reset(topo: Topology, vip: str) -> None:
 
 
 def one_run(
-    topo: Topology, kind: str, scenario: str, phase: float, timers: Timers = NORMAL_TIMERS
+    topo: Topology,
+    kind: str,
+    scenario: str,
+    phase: float,
+    timers: Timers = NORMAL_TIMERS,
+    family: str = "ipv4",
 ) -> dict[str, Any]:
+    """family "ipv6" (vip-sidecar only, on a topology with IPv6): the VIP, the srcips,
+    the pings and the captured adverts are IPv6; everything else is the same run."""
     h1, h2, h3 = topo.hosts[:3]
-    vip = topo.vip()
+    v6 = family == "ipv6"
+    vip = topo.vip6() if v6 else topo.vip()
+    src1, src2 = ((h.ip6 if v6 else h.ip) for h in (h1, h2))
     reset(topo, vip)
     daemons: list[Daemon] = []
     ping: Pinger | None = None
@@ -84,18 +95,20 @@ def one_run(
     result: dict[str, Any] = {"kind": kind, "scenario": scenario, "ok": False}
     try:
         master = start_daemon(
-            topo, kind, h1, vhid=VHID, vip=vip, advskew=timers.master_skew, timers=timers
-        )
+            topo, kind, h1, vhid=VHID, vip=vip, advskew=timers.master_skew, timers=timers,
+            srcip=src1,
+        )  # fmt: skip
         daemons.append(master)
         wait_for(
             lambda: master.state() == "MASTER" and h1.has_address(vip),
             15,
             what=f"{kind} master on h1",
         )
-        cap = Capture(topo, h3)
+        cap = Capture(topo, h3, "ip6 proto 112" if v6 else "ip proto 112")
         backup = start_daemon(
-            topo, kind, h2, vhid=VHID, vip=vip, advskew=timers.backup_skew, timers=timers
-        )
+            topo, kind, h2, vhid=VHID, vip=vip, advskew=timers.backup_skew, timers=timers,
+            srcip=src2,
+        )  # fmt: skip
         daemons.append(backup)
         wait_for(lambda: backup.state() == "BACKUP", 10, what=f"{kind} backup on h2")
         time.sleep(1.5)  # the backup has heard adverts: its dead timer runs from the last one
@@ -122,7 +135,7 @@ def one_run(
         )
         replies = ping.stop()
         cap.stop()
-        last = [a.ts for a in cap.adverts() if a.src == h1.ip and a.ts <= t0]
+        last = [a.ts for a in cap.adverts() if a.src == src1 and a.ts <= t0]
         result.update(analyse(replies, t0, t_cut, took_at, last[-1] if last else math.nan))
         result["ok"] = True
     except (AssertionError, RuntimeError) as exc:
@@ -193,15 +206,11 @@ def summarise(
     return summary
 
 
-def report(summary: dict[str, dict[str, float]], scenario: str) -> None:
-    if scenario == "kill9":
-        print(
-            "\nFailover on node death (kill -9 + link down of the master), advbase 1, "
-            f"nominal dead interval {dead_interval(1, BACKUP_SKEW):.3f} s"
-        )
-    else:
-        print("\nPlanned failover (SIGTERM of the master; ucarp -z), advbase 1")
-    heads = ["daemon", "runs", "fail"]
+def summary_table(
+    summary: dict[str, dict[str, float]], scenario: str, first: str = "daemon"
+) -> str:
+    """One row per kind: runs, failures, p50 and max of each metric, lost echoes."""
+    heads = [first, "runs", "fail"]
     for _, label in METRICS[scenario]:
         heads += [f"{label} p50", "max"]
     heads.append("lost echoes p50")
@@ -212,7 +221,18 @@ def report(summary: dict[str, dict[str, float]], scenario: str) -> None:
             row += [fmt(s[f"{key}_p50"], " s"), fmt(s[f"{key}_max"], " s")]
         row.append(fmt(s["lost_p50"], "", 0))
         rows.append(row)
-    print(table(heads, rows))
+    return table(heads, rows)
+
+
+def report(summary: dict[str, dict[str, float]], scenario: str) -> None:
+    if scenario == "kill9":
+        print(
+            "\nFailover on node death (kill -9 + link down of the master), advbase 1, "
+            f"nominal dead interval {dead_interval(1, BACKUP_SKEW):.3f} s"
+        )
+    else:
+        print("\nPlanned failover (SIGTERM of the master; ucarp -z), advbase 1")
+    print(summary_table(summary, scenario))
     ours = summary.get("vip-sidecar")
     if ours is None:
         return

@@ -15,7 +15,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: python bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common, failover, footprint, scale
+from bench import common, failover, footprint, ipv6, scale
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in failover.SCENARIOS:
             if f"summary_{scenario}" in data:
                 failover.report(data[f"summary_{scenario}"], scenario)
+    data = load(d / "ipv6.json")
+    if data and "summary_kill9" in data:
+        found = True
+        ipv6.report(data["summary_kill9"])
     data = load(d / "footprint.json")
     if data:
         found = True

@@ -1,8 +1,8 @@
-"""Run every benchmark (failover, footprint, scale) one after the other and print their
+"""Run every benchmark (failover, ipv6, footprint, scale) one after the other and print their
 tables and ratios; `--quick` is the CI smoke mode (one failover run per daemon and
 scenario, 4-s windows, N = 1 and 16: about 3 minutes).
 
-    sudo python -m bench.run_all [--quick] [--json-dir DIR] [--only failover,footprint,scale]
+    sudo python -m bench.run_all [--quick] [--json-dir DIR] [--only failover,ipv6,footprint,scale]
 
 Each benchmark runs in its own process (its own namespaces, cleaned up on exit, Ctrl-C
 included); the exit status is non-zero if any of them failed.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHES = ("failover", "footprint", "scale")
+BENCHES = ("failover", "ipv6", "footprint", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from typing import Any
 
 from tests.awsfakes.imds import FakeImds
@@ -20,6 +21,7 @@ from tests.awsfakes.world import World, seed
 from tests.integration.harness import REPO, Host, SidecarNode, Topology, wait_for
 
 ROUTE_VIP = "192.168.200.1"  # an overlay VIP lies outside every VPC CIDR
+ROUTE_VIP6 = "fd00:200::1"  # the same for IPv6: outside the VPC's Amazon /56
 CREDS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -37,13 +39,20 @@ class AwsBed:
     imds: FakeImds
     world: World
     nodes: list[SidecarNode] = field(default_factory=list)
+    ipv6: bool = False  # the VIP is IPv6 (a dual-stack bed; EC2 reached over IPv4)
 
     @property
     def hosts(self) -> list[Host]:
         return self.topo.hosts
 
     def vip(self, mode: str) -> str:
+        if self.ipv6:
+            subnet = ip_network(self.world.subnet_ipv6_cidr)
+            return ROUTE_VIP6 if mode == "route" else str(subnet[0x100])
         return ROUTE_VIP if mode == "route" else self.topo.vip(100)
+
+    def srcip(self, i: int) -> str:
+        return self.hosts[i].ip6 if self.ipv6 else self.hosts[i].ip
 
     def options(self, mode: str, **extra: Any) -> dict[str, Any]:
         opts: dict[str, Any] = {
@@ -81,6 +90,7 @@ class AwsBed:
         node = self.topo.sidecar(
             self.hosts[i], "-v", "9", "-p", "secret", "-a", self.vip(mode), "-k", str(advskew),
             "--config", cfg, name=name, env={**CREDS, "NODE_NAME": f"node{i}"},
+            srcip=self.srcip(i),
         )
         self.nodes.append(node)
         return node
@@ -91,7 +101,7 @@ class AwsBed:
         host = self.hosts[i]
         env = {**os.environ, **CREDS, "PYTHONPATH": str(REPO)}
         argv = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "vip_sidecar", "check",
-                "--provider", "aws", "-i", host.ifname, "-s", host.ip, "-v", "9",
+                "--provider", "aws", "-i", host.ifname, "-s", self.srcip(i), "-v", "9",
                 "-p", "secret", "-a", self.vip(mode), "--config", cfg]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
 
@@ -100,7 +110,7 @@ class AwsBed:
         """The single ENI the VIP points at, 'split:...' when it points at several, or None."""
         vip = self.vip(mode)
         if mode == "secondary-ip":
-            holders = self.world.secondary_holders(vip)
+            holders = (self.world.ipv6_holders if self.ipv6 else self.world.secondary_holders)(vip)
         elif mode == "eip":
             target = self.world.eip_target()
             holders = [target] if target else []
@@ -149,8 +159,10 @@ def wait_owner(bed: AwsBed, mode: str, eni: str, timeout: float) -> float:
     return time.time()
 
 
-def make_bed(topo_factory: Callable[..., Topology], route_tables: int = 2) -> AwsBed:
-    topo = topo_factory(2)
+def make_bed(topo_factory: Callable[..., Topology], route_tables: int = 2,
+             ipv6: bool = False) -> AwsBed:
+    """ipv6: dual-stack hosts, an IPv6 VPC/subnet, and the VIP from it (AwsBed.vip)."""
+    topo = topo_factory(2, family="dual") if ipv6 else topo_factory(2)
     root = topo.attach_root()
     moto = FaultyMoto(root)
     imds = FakeImds(root)
@@ -158,10 +170,10 @@ def make_bed(topo_factory: Callable[..., Topology], route_tables: int = 2) -> Aw
         moto.reset()
         world = seed(moto.client(), [h.ip for h in topo.hosts], [h.mac for h in topo.hosts],
                      vpc_cidr=f"10.{topo.net}.0.0/16", subnet_cidr=f"10.{topo.net}.0.0/24",
-                     route_tables=route_tables)
+                     route_tables=route_tables, ipv6=ipv6)
         world.publish(imds, [h.ip for h in topo.hosts])
     except Exception:
         moto.stop()
         imds.stop()
         raise
-    return AwsBed(topo, moto, imds, world)
+    return AwsBed(topo, moto, imds, world, ipv6=ipv6)

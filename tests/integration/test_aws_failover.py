@@ -118,3 +118,41 @@ def test_master_repairs_drift_and_yields_to_a_newer_fencing_epoch(bed, mode):
     assert any("fencing epoch 10" in e["message"] for e in a.events()
                if e.get("event") == "demote")
     assert bed.epoch(mode, 1) == (11, f"node1/{bed.eni(1)}")
+
+
+@pytest.mark.parametrize("mode", ["secondary-ip", "route"])
+def test_ipv6_vip_follows_the_master_through_kill9_and_sigterm(make_aws_bed, mode):
+    """Issue 12: two daemons electing over IPv6 (srcip = each host's IPv6 address, adverts
+    to ff02::12) move an IPv6 VIP in EC2; secondary-ip with EC2's semantics in the wrapper
+    (an address held elsewhere is refused), so the old holder must be unassigned first."""
+    bed = make_aws_bed(ipv6=True)
+    bed.moto.injector.aws_semantics = True
+    a = bed.start(0, mode, advskew=0, name="a", emulator_compat=False)
+    wait_for(lambda: a.state() == "MASTER", 8, what="a MASTER")
+    wait_owner(bed, mode, bed.eni(0), 10)
+    b = bed.start(1, mode, advskew=50, name="b", emulator_compat=False)
+    wait_for(lambda: b.state() == "BACKUP" and events(b, "aws_ready"), 8, what="b ready")
+    assert a.vip()["family"] == "ipv6"
+
+    t0 = time.time()
+    a.signal(signal.SIGKILL)
+    elected = wait_for(lambda: b.became("MASTER", after=t0), 8, what="b MASTER") - t0
+    moved = wait_owner(bed, mode, bed.eni(1), 10) - t0
+    claimed = wait_for(lambda: events(b, "aws_claimed"), 5, what="b's claim logged")[-1]
+    print(f"\n[{mode} IPv6] kill -9: b MASTER after {elected:.2f}s, EC2 points at b after "
+          f"{moved:.2f}s (effective {claimed['effective_s']}s, {claimed['actions']} actions)")
+    assert bed.epoch(mode, 1) == (2, f"node1/{bed.eni(1)}")
+    if mode == "secondary-ip":
+        assert bed.vip(mode) not in bed.world.ipv6s(bed.eni(0))
+        unassigns = bed.moto.injector.calls("UnassignIpv6Addresses", bed.hosts[1].ip)
+        assert [u.params["NetworkInterfaceId"] for u in unassigns] == [bed.eni(0)]
+
+    a2 = bed.start(0, mode, advskew=0, name="a2", emulator_compat=False)
+    wait_for(lambda: a2.state() == "BACKUP" and events(a2, "aws_ready"), 8, what="a2 ready")
+    t1 = time.time()
+    b.signal(signal.SIGTERM)
+    wait_for(lambda: a2.became("MASTER", after=t1), 4, what="a2 MASTER")
+    moved = wait_owner(bed, mode, bed.eni(0), 10) - t1
+    print(f"[{mode} IPv6] SIGTERM: EC2 points at a after {moved:.2f}s")
+    assert b.wait(10) == 0
+    assert bed.epoch(mode, 0) == (3, f"node0/{bed.eni(0)}")

@@ -1,5 +1,5 @@
 """Smoke test of bench/: the --quick mode of every benchmark runs to the end against the
-real ucarp and keepalived and prints its table and ratios (about 4 minutes in total).
+real ucarp and keepalived and prints its table and ratios (about 5 minutes in total).
 
 The numbers themselves are not asserted (they depend on the machine); docs/benchmarks.md
 has the full runs.
@@ -41,6 +41,15 @@ NUMBER = r"\d+(\.\d+)?(e[+-]?\d+)?x"
                 "vip-sidecar/keepalived takeover median",
                 "vip-sidecar/ucarp first reply median",
                 "vip-sidecar/ucarp reply gap median",
+            ],
+        ),
+        (
+            "ipv6",
+            ["Failover on node death, IPv4 and IPv6 VIPs on the same hosts"],
+            [
+                "vip-sidecar IPv6/IPv4 takeover median",
+                "vip-sidecar IPv6/IPv4 takeover after last advert median",
+                "vip-sidecar IPv6/IPv4 first reply median",
             ],
         ),
         (
