@@ -252,3 +252,18 @@ def test_eip_mode_refuses_an_ipv6_vip_with_one_line(servers, world):
     assert "\n" not in text
     assert text == (f"aws provider: mode eip cannot carry the IPv6 VIP {vip6(world)} (Elastic "
                     "IPs are IPv4 only); use mode secondary-ip or route for an IPv6 VIP")
+
+
+def test_route_preflight_probes_the_ipv6_route_without_moving_it(servers, world):
+    moto, _ = servers
+    tables = world.route_tables
+    for t in tables:
+        world.ec2.create_route(RouteTableId=t, DestinationIpv6CidrBlock=f"{ROUTE_VIP6}/128",
+                               NetworkInterfaceId=world.nodes[1].eni_id)
+    a = provider(servers, world, 0, ROUTE_VIP6, mode="route", route_table_ids=tables)
+    lines = asyncio.run(a.preflight())
+    assert (True, "permission ec2:ReplaceRoute: allowed (endpoint ignored DryRun)") in lines
+    probes = moto.injector.calls("ReplaceRoute", dry_run=True)
+    assert {p.params.get("DestinationIpv6CidrBlock") for p in probes} == {f"{ROUTE_VIP6}/128"}
+    # the probe named the current target: moto ignores DryRun, nothing moved
+    assert world.route_targets(ROUTE_VIP6) == {t: world.nodes[1].eni_id for t in tables}
