@@ -211,7 +211,7 @@ def _check_timeouts(opts: AwsOptions, provider_timeout: float) -> None:
     read_s = (opts.connect_timeout + opts.read_timeout) * opts.max_attempts
     if read_s > opts.verify_timeout:
         raise ProviderConfigError(
-            f"aws provider: (connect_timeout + read_timeout) x max_attempts ({read_s:g}s) "
+            f"aws.verify_timeout: (connect_timeout + read_timeout) x max_attempts ({read_s:g}s) "
             f"must not exceed verify_timeout ({opts.verify_timeout:g}s): one EC2 read with "
             "all of botocore's attempts must fit in a claim"
         )
@@ -219,14 +219,14 @@ def _check_timeouts(opts: AwsOptions, provider_timeout: float) -> None:
     check_s = opts.verify_timeout + opts.drift_confirm + 1.0
     if check_s >= provider_timeout:
         raise ProviderConfigError(
-            f"aws provider: verify_timeout + drift_confirm + 1s ({opts.verify_timeout:g}s + "
+            f"aws.verify_timeout: verify_timeout + drift_confirm + 1s ({opts.verify_timeout:g}s + "
             f"{opts.drift_confirm:g}s + 1s) must be below the provider timeout "
             f"({provider_timeout:g}s) so a failed move is reported by the provider, not cut "
             "off by the pipeline"
         )
     if opts.reassert_interval is not None and opts.drift_confirm >= opts.reassert_interval:
         raise ProviderConfigError(
-            f"aws provider: drift_confirm ({opts.drift_confirm:g}s) must be below "
+            f"aws.drift_confirm: drift_confirm ({opts.drift_confirm:g}s) must be below "
             f"reassert_interval ({opts.reassert_interval:g}s)"
         )
 
@@ -235,7 +235,7 @@ def _check_mode(opts: AwsOptions) -> None:
     def only(option: str, modes: tuple[str, ...]) -> None:
         if getattr(opts, option) not in (None, ()) and opts.mode not in modes:
             raise ProviderConfigError(
-                f"aws provider: option {option} is only used in mode {' / '.join(modes)} "
+                f"aws.{option}: only used in mode {' / '.join(modes)} "
                 f"(mode is {opts.mode})"
             )
 
@@ -245,8 +245,8 @@ def _check_mode(opts: AwsOptions) -> None:
     only("route_table_ids", ("route",))
     if opts.mode == "route" and not opts.route_table_ids:
         raise ProviderConfigError(
-            "aws provider: mode route needs route_table_ids (every route table whose "
+            "aws.route_table_ids: mode route needs route_table_ids (every route table whose "
             "subnets must reach the VIP)"
         )
     if opts.allocation_id and opts.public_ip:
-        raise ProviderConfigError("aws provider: give either allocation_id or public_ip, not both")
+        raise ProviderConfigError("aws.public_ip: give either allocation_id or public_ip, not both")
