@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from vip_sidecar.inet import DEFAULT_GROUP4, IPAddress
+from vip_sidecar.inet import IPAddress
 
 PROTO_CARP = 112
 CARP_VERSION = 2
@@ -26,7 +26,6 @@ IP_HEADER_LEN = 20
 CARP_TTL = 255
 IPTOS_LOWDELAY = 0x10
 IP_DF = 0x4000
-DEFAULT_GROUP = DEFAULT_GROUP4
 BOW_OUT = 255  # advbase=255 and advskew=255: "I am leaving, take over now"
 MAX_PASSWORD_LEN = 19  # ucarp copies password + NUL into a 20-byte buffer
 
@@ -112,9 +111,6 @@ class Authenticator:
         state = self._prefix_state.copy()
         state.update(counter.to_bytes(8, "big"))
         return state.digest()
-
-    def verify(self, counter: int, digest: bytes) -> bool:
-        return hmac.compare_digest(self.digest(counter), digest)
 
 
 def encode_carp(vhid: int, advbase: int, advskew: int, counter: int, digest: bytes) -> bytes:

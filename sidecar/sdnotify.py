@@ -124,7 +124,6 @@ class SystemdBridge:
         self._status = status
         self._last_status: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self.pings = 0
 
     @property
     def period(self) -> float:
@@ -145,8 +144,8 @@ class SystemdBridge:
             self._last_status = current
             self.notifier.send(f"STATUS={current}")
         healthy = self.runtime.healthy()[0]
-        if self.notifier.watchdog_s and healthy and self.notifier.send("WATCHDOG=1"):
-            self.pings += 1
+        if self.notifier.watchdog_s and healthy:
+            self.notifier.send("WATCHDOG=1")
 
     async def _loop(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.harness import NETNS, inject_frame, wait_for
 from vip_sidecar import carp
+from vip_sidecar.inet import DEFAULT_GROUP4
 
 pytestmark = [NETNS, pytest.mark.netns]
 
@@ -113,7 +114,7 @@ def test_bad_packets_are_dropped_counted_and_change_nothing(make_topo):
             inject_frame(h2, frame)
     inject_frame(h2, craft(b"secret", 8, vip, h2.ip))  # another vhid: not ours
     rnd = bytearray(os.urandom(14 + 56))
-    rnd[0:14] = carp.group_mac(carp.DEFAULT_GROUP) + bytes.fromhex("020000000099") + b"\x08\x00"
+    rnd[0:14] = carp.group_mac(DEFAULT_GROUP4) + bytes.fromhex("020000000099") + b"\x08\x00"
     rnd[14 + 9] = 112  # random bytes that still pass the protocol-112 filter
     for i in range(20):
         inject_frame(h2, bytes(rnd))

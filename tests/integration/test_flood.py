@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.harness import NETNS, wait_for
 from vip_sidecar import carp
+from vip_sidecar.inet import DEFAULT_GROUP4
 
 pytestmark = [NETNS, pytest.mark.netns]
 
@@ -37,8 +38,8 @@ print(sent, time.monotonic() - t0)
 def wrong_password_advert(vhid, vip, src):
     auth = carp.Authenticator(b"not-the-password", vhid, IPv4Address(vip))
     payload = carp.encode_carp(vhid, 1, 0, 1, auth.digest(1))
-    ip = carp.encode_ip(payload, IPv4Address(src), carp.DEFAULT_GROUP, 1, ttl=255)
-    return carp.encode_ethernet(ip, carp.group_mac(carp.DEFAULT_GROUP),
+    ip = carp.encode_ip(payload, IPv4Address(src), DEFAULT_GROUP4, 1, ttl=255)
+    return carp.encode_ethernet(ip, carp.group_mac(DEFAULT_GROUP4),
                                 carp.virtual_mac(vhid), 0x0800)
 
 

@@ -5,6 +5,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from vip_sidecar import carp
+from vip_sidecar.inet import DEFAULT_GROUP4
 
 
 def h(text: str) -> bytes:
@@ -82,7 +83,7 @@ def test_encode_reproduces_vector(name, pw, vhid, vip, src, hexdata):
     counter = int.from_bytes(wire[28:36], "big")
     auth = carp.Authenticator(pw, vhid, IPv4Address(vip))
     payload = carp.encode_carp(vhid, wire[25], wire[22], counter, auth.digest(counter))
-    built = carp.encode_ip(payload, IPv4Address(src), carp.DEFAULT_GROUP, ip_id)
+    built = carp.encode_ip(payload, IPv4Address(src), DEFAULT_GROUP4, ip_id)
     assert built.hex() == wire.hex(), name
 
 
@@ -91,18 +92,17 @@ def test_decode_and_verify_vector(name, pw, vhid, vip, src, hexdata):
     pkt = carp.decode_ip(h(hexdata))
     assert isinstance(pkt, carp.Packet), name
     assert pkt.src == IPv4Address(src)
-    assert pkt.dst == carp.DEFAULT_GROUP
+    assert pkt.dst == DEFAULT_GROUP4
     assert pkt.ttl == 255
     assert pkt.adv.vhid == vhid and pkt.adv.version == 2 and pkt.adv.authlen == 7
     assert carp.internet_checksum(pkt.checked_bytes) == 0
-    assert carp.Authenticator(pw, vhid, IPv4Address(vip)).verify(pkt.adv.counter, pkt.adv.digest)
-    # a different VIP, vhid or password must not verify (the digest covers all three)
-    assert not carp.Authenticator(pw[:-1] + b"#", vhid, IPv4Address(vip)).verify(
-        pkt.adv.counter, pkt.adv.digest
-    )
-    assert not carp.Authenticator(pw, vhid, IPv4Address("10.0.0.1")).verify(
-        pkt.adv.counter, pkt.adv.digest
-    )
+    def digest(password: bytes, addr: str) -> bytes:
+        return carp.Authenticator(password, vhid, IPv4Address(addr)).digest(pkt.adv.counter)
+
+    assert digest(pw, vip) == pkt.adv.digest
+    # a different VIP or password must not verify (the digest covers both and the vhid)
+    assert digest(pw[:-1] + b"#", vip) != pkt.adv.digest
+    assert digest(pw, "10.0.0.1") != pkt.adv.digest
 
 
 def test_tv1_documented_field_values():
@@ -127,7 +127,7 @@ def test_tv6_counter_is_tv5_plus_one():
 
 def test_tv1_ethernet_header_and_garp():
     frame = carp.encode_ethernet(
-        h(VECTORS[0][5]), carp.group_mac(carp.DEFAULT_GROUP), carp.virtual_mac(7), 0x0800
+        h(VECTORS[0][5]), carp.group_mac(DEFAULT_GROUP4), carp.virtual_mac(7), 0x0800
     )
     assert frame[:14].hex() == "01005e00001200005e0000070800"
     assert len(frame) == 70
