@@ -10,6 +10,10 @@ ifupdown run from a failover daemon). Custom `ucarp-upscript`/`ucarp-downscript`
 through the script provider with ucarp's arguments. `source` and `source-directory`
 lines are followed like ifupdown does.
 
+The stanza's family is the VIP's: an `inet6` stanza's ucarp lines make an IPv6 VIP
+(named IF-ucarp6, prefix from the `IF:ucarp inet6` stanza), so an interface carries at
+most one VIP per family; a VIP of the other family is refused naming the option.
+
 `load(path)` returns (file_data, warnings); file_data has the shape of a config file
 (`{"vips": [...]}`), so every later layer (environment, flags) applies as usual.
 """
@@ -20,10 +24,11 @@ import glob
 import os
 import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
+from vip_sidecar import parsing
 from vip_sidecar.config import VIP_FIELDS, ConfigError
 from vip_sidecar.sources import read_text_file
 
@@ -46,6 +51,8 @@ UCARP_OPTIONS = {
     "ucarp-downscript": "downscript",
 }
 REQUIRED = ("ucarp-vid", "ucarp-vip", "ucarp-password")
+# interfaces(5) address families that can hold a ucarp VIP, and their IP version
+FAMILIES = {"inet": 4, "inet6": 6}
 # the hook's `expr "$V" : "no\|off\|false\|0"`: anchored at the start, case-sensitive
 _HOOK_FALSE = re.compile(r"^(no|off|false|0)")
 # interfaces(5): source-directory includes only files named like this
@@ -58,6 +65,7 @@ MAX_DEPTH = 16
 class Stanza:
     name: str
     where: str  # file:line, for messages
+    family: str = "inet"  # interfaces(5): inet, inet6 (others carry no ucarp VIP)
     options: dict[str, str] = field(default_factory=dict)
     hooks: list[str] = field(default_factory=list)
 
@@ -109,7 +117,8 @@ def _read(path: Path, stanzas: list[Stanza], seen: list[Path], depth: int) -> No
             parts = rest.split()
             if not parts:
                 raise ConfigError("from-interfaces", f"{path}:{lineno}: iface without a name")
-            current = Stanza(parts[0], f"{path}:{lineno}")
+            family = parts[1] if len(parts) > 1 else ""
+            current = Stanza(parts[0], f"{path}:{lineno}", family)
             stanzas.append(current)
         elif word in ("source", "source-directory"):
             current = None
@@ -150,31 +159,42 @@ def _hook_flag(value: str) -> bool:
     return bool(value) and not _HOOK_FALSE.match(value)
 
 
-def _host_address(value: str, where: str) -> str:
-    """`address` may be written CIDR-style (10.0.0.2/24); ucarp's -s wants the host."""
+def _host_address(value: str, where: str, family: str) -> str:
+    """`address` may be written CIDR-style (10.0.0.2/24, 2001:db8::2/64); ucarp's -s
+    wants the host, of the stanza's family."""
+    version = FAMILIES[family]
     try:
-        return str(IPv4Address(value.split("/")[0].strip()))
+        ip = parsing.ip_address(value.split("/")[0])
     except ValueError:
-        raise ConfigError(f"{where} address", f"must be an IPv4 address, got {value!r}") from None
+        ip = None
+    if ip is None or ip.version != version:
+        raise ConfigError(
+            f"{where} address", f"must be an IPv{version} address in an {family} stanza, "
+            f"got {value!r}"
+        ) from None
+    return str(ip)
 
 
 def _prefix(stanza: Stanza) -> int:
     address = stanza.options.get("address", "")
     where = f"{stanza.where} ({stanza.name})"
-    # CIDR in `address` wins over `netmask`, as ifupdown does
-    netmask = address.split("/", 1)[1] if "/" in address else stanza.options.get("netmask", "32")
+    bits = 32 if FAMILIES[stanza.family] == 4 else 128
+    # CIDR in `address` wins over `netmask`, as ifupdown does; inet6's netmask is a
+    # prefix length only (interfaces(5))
+    netmask = address.split("/", 1)[1] if "/" in address else stanza.options.get("netmask")
     try:
-        return IPv4Network(f"0.0.0.0/{netmask.strip()}").prefixlen
+        base = "0.0.0.0" if bits == 32 else "::"
+        return ip_network(f"{base}/{(netmask or str(bits)).strip()}").prefixlen
     except ValueError:
-        raise ConfigError(
-            f"{where} netmask", f"must be a dotted netmask or a prefix length, got {netmask!r}"
-        ) from None
+        accepted = "a dotted netmask or a prefix length" if bits == 32 else "a prefix length"
+        raise ConfigError(f"{where} netmask", f"must be {accepted}, got {netmask!r}") from None
 
 
 def load(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     stanzas = parse(path)
-    by_name = {s.name: s for s in stanzas}
+    by_name = {(s.name, s.family): s for s in stanzas}
     vips: list[dict[str, Any]] = []
+    vhids: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
     for st in stanzas:
         ucarp = {k: v for k, v in st.options.items() if k.startswith("ucarp-")}
@@ -187,6 +207,11 @@ def load(path: str | Path) -> tuple[dict[str, Any], list[str]]:
                     f"{where} {key}",
                     f"unknown ucarp option; accepted: {', '.join(sorted(UCARP_OPTIONS))}",
                 )
+        if st.family not in FAMILIES:
+            raise ConfigError(
+                where, f"ucarp-* options in an {st.family or 'unnamed'} stanza; "
+                "they belong in an inet or inet6 stanza"
+            )
         missing = [k for k in REQUIRED if not ucarp.get(k)]
         if missing:
             # the hook silently starts nothing; an import that drops a VIP must say so
@@ -196,19 +221,50 @@ def load(path: str | Path) -> tuple[dict[str, Any], list[str]]:
                 f"{where} address", "ucarp needs this interface's static address (ucarp -s)"
             )
         vip: dict[str, Any] = {
-            "name": f"{st.name}-ucarp",
+            # an interface may carry one VIP per family (dual-stack: two stanzas)
+            "name": f"{st.name}-ucarp" + ("6" if st.family == "inet6" else ""),
             "interface": st.name,
-            "srcip": _host_address(st.options["address"], where),
+            "srcip": _host_address(st.options["address"], where, st.family),
         }
         for key, value in ucarp.items():
             target = UCARP_OPTIONS[key]
             vip[target] = _hook_flag(value) if target in ("preempt", "nomcast") else value
         _check_values(vip, where)
-        vip["providers"] = _providers(st, vip, by_name.get(f"{st.name}:ucarp"), where, warnings)
+        _check_family(st, vip, where)
+        slot = (st.name, VIP_FIELDS["vhid"](vip["vhid"]))
+        if slot in vhids:
+            raise ConfigError(
+                f"{where} ucarp-vid",
+                f"vhid {slot[1]} on {st.name} is already used by {vhids[slot]}: "
+                "one vhid per VIP (dual-stack: one for each family)",
+            )
+        vhids[slot] = where
+        alias = by_name.get((f"{st.name}:ucarp", st.family))
+        vip["providers"] = _providers(st, vip, alias, where, warnings)
         vips.append(vip)
     if not vips:
         raise ConfigError("from-interfaces", f"no iface stanza in {path} has ucarp-* options")
     return {"vips": vips}, warnings
+
+
+def _check_family(st: Stanza, vip: dict[str, Any], where: str) -> None:
+    """An inet stanza's VIP is IPv4, an inet6 stanza's IPv6: ucarp's -s is the stanza's
+    address, and one VIP has one family. Named here, by the interfaces option."""
+    version = FAMILIES[st.family]
+    addr = parsing.ip_address(vip["addr"])
+    if addr.version != version:
+        other = "inet6" if version == 4 else "inet"
+        raise ConfigError(
+            f"{where} ucarp-vip",
+            f"{addr} is IPv{addr.version} but this is an {st.family} stanza (its address "
+            f"{vip['srcip']} is the advert source): move the ucarp-* lines to an "
+            f"'iface {st.name} {other}' stanza",
+        )
+    if version == 6 and vip.get("nomcast"):
+        raise ConfigError(
+            f"{where} ucarp-nomcast",
+            "IPv6 has no broadcast: drop it (adverts go to ff02::12)",
+        )
 
 
 def _check_values(vip: dict[str, Any], where: str) -> None:
@@ -233,15 +289,16 @@ def _providers(
     if not (custom_up and custom_down):
         # a default script runs `ifup/ifdown IF:ucarp`: the alias provider does that
         if alias is None:
+            prefix = 32 if FAMILIES[st.family] == 4 else 128
             warnings.append(
-                f"{where}: no 'iface {st.name}:ucarp' stanza (the default vip-up script would "
-                f"find nothing to bring up); adding {vip['addr']}/32 with the alias provider"
+                f"{where}: no 'iface {st.name}:ucarp {st.family}' stanza (the default vip-up "
+                f"script would find nothing to bring up); adding {vip['addr']}/{prefix} "
+                "with the alias provider"
             )
-            prefix = 32
         else:
             prefix = _prefix(alias)
             stanza_addr = alias.options.get("address", "").split("/")[0].strip()
-            if stanza_addr and stanza_addr != vip["addr"]:
+            if stanza_addr and not _same_address(stanza_addr, vip["addr"]):
                 raise ConfigError(
                     f"{alias.where} ({alias.name}) address",
                     f"{stanza_addr} differs from ucarp-vip {vip['addr']}; "
@@ -256,3 +313,11 @@ def _providers(
     if custom_up or custom_down:
         providers.append("script")
     return providers
+
+
+def _same_address(text: str, vip_text: str) -> bool:
+    """2001:DB8::10 and 2001:db8:0::10 are one IPv6 address; unparsable text is not."""
+    try:
+        return parsing.ip_address(text) == parsing.ip_address(vip_text)
+    except ValueError:
+        return False

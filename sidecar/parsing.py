@@ -50,9 +50,24 @@ def ip_address(value: Any) -> IPAddress:
             return IPv6Address(text)
     except AddressValueError:
         pass
+    host, zone = text.split("%", 1) if "%" in text else (text, "")
+    if zone and _is_ipv6(host):
+        # FreeBSD writes link-locals as fe80::1%em0: say what to write instead
+        raise ValueError(
+            f"an IPv6 zone ('%{zone}') is not accepted (the interface is its own field); "
+            f"write {IPv6Address(host)}"
+        )
     raise ValueError(
         f"must be an IPv4 or IPv6 address like 192.0.2.10 or 2001:db8::10, got {value!r}"
     )
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        IPv6Address(text)
+    except AddressValueError:
+        return False
+    return True
 
 
 def c_integer(text: str) -> int:

@@ -24,6 +24,12 @@ def host_problem(vip: VipConfig) -> tuple[str, str] | None:
     return None
 
 
+def adverts_to(vip: VipConfig) -> str:
+    if vip.peers:
+        return "peers " + ", ".join(str(p) for p in vip.peers)
+    return "broadcast" if vip.nomcast else f"group {vip.mcast}"
+
+
 def check_host(config: Config) -> None:
     """`run` refuses to start on the first host problem: one ConfigError naming the field."""
     for i, vip in enumerate(config.vips):
@@ -36,7 +42,12 @@ def check_host(config: Config) -> None:
 async def run_checks(config: Config, providers: dict[str, list[Provider]], only: str | None) -> int:
     failed = 0
     for vip in config.vips:
-        print(f"[{vip.name}] vhid {vip.vhid} addr {vip.addr_text} on {vip.interface}")
+        # the family and where adverts go: what an import (--from-interfaces, rc.conf)
+        # made of the source is visible before anything runs
+        print(
+            f"[{vip.name}] vhid {vip.vhid} {vip.family} addr {vip.addr_text} on "
+            f"{vip.interface}, adverts from {vip.srcip} to {adverts_to(vip)}"
+        )
         link = netif.link_state(vip.interface)
         mark = "ok" if link.carrier else "FAIL"
         failed += mark != "ok"

@@ -69,7 +69,8 @@ def test_one_vhid_cannot_hold_both_families():
         ("addr", "::", "addr: must not be the unspecified address"),
         ("addr", "::1", "addr: must not be a loopback address"),
         ("addr", "::ffff:10.0.0.1", "addr: must not be an IPv4-mapped address; write 10.0.0.1"),
-        ("addr", "fd00::100%eth0", "addr: must be an IPv4 or IPv6 address"),
+        ("addr", "fd00::100%eth0", "addr: an IPv6 zone ('%eth0') is not accepted (the "
+         "interface is its own field); write fd00::100"),
         ("srcip", "fd00::100", "addr: the VIP fd00::100 must differ from this node's srcip"),
         ("peers", "fd00::100", "peers: lists the VIP fd00::100 itself"),
         ("mcast", "ff01::12", "mcast: must have at least link-local scope"),
