@@ -263,7 +263,9 @@ class SecondaryIpMode(Mode):
 
     async def _assign_ipv6(self, deadline: float) -> None:
         """AssignIpv6Addresses, retried briefly while EC2 still sees the old holder (the
-        unassign is asynchronous too); the caller's read-back decides in the end."""
+        unassign is asynchronous too). A refusal never fails the move by itself: the
+        caller's read-back decides, so a refusal because the address is ours already (a
+        read that lagged our own earlier assign) cannot demote the node."""
         vip = str(self.vip)
         delays = self.api.backoff.delays()
         for attempt in range(_IN_USE_RETRIES):
@@ -277,13 +279,13 @@ class SecondaryIpMode(Mode):
                 )
                 return
             except AwsError as exc:
-                cause = exc.__cause__ or exc
-                delay = next(delays)
-                last = attempt == _IN_USE_RETRIES - 1
-                if classify(cause) is not Cause.INVALID or last:
+                if classify(exc.__cause__ or exc) is not Cause.INVALID:
                     raise
-                if not self.api.can_mutate_by(deadline - delay):
-                    return  # no room for another attempt: the read-back reports
+                if await self._own_eni_holds_vip(deadline):
+                    return
+                delay = next(delays)
+                if attempt == _IN_USE_RETRIES - 1 or not self.api.can_mutate_by(deadline - delay):
+                    return
                 event(
                     logging.INFO,
                     f"aws: {vip} still in use as EC2 sees it ({exc.code}); retrying the "
@@ -293,6 +295,16 @@ class SecondaryIpMode(Mode):
                     code=exc.code,
                 )
                 await self.api.sleep(delay)
+
+    async def _own_eni_holds_vip(self, deadline: float) -> bool:
+        resp = await self.api.call(
+            "DescribeNetworkInterfaces",
+            deadline,
+            "does our ENI hold the VIP already",
+            NetworkInterfaceIds=[self.ident.eni_id],
+        )
+        enis = resp.get("NetworkInterfaces", [])
+        return bool(enis) and str(self.vip) in self.family.addresses(enis[0])
 
     async def permission_probes(self, deadline: float, dry_run_trusted: bool) -> Probes:
         eni = self.ident.eni_id

@@ -99,7 +99,8 @@ def seed(ec2: Any, node_ips: list[str], macs: list[str], *, vpc_cidr: str,
     vpc6 = subnet6 = ""
     extra: dict[str, str] = {}
     if ipv6:
-        vpc6 = vpc["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]
+        # canonical text: moto writes some groups with leading zeros ("7713:0200::/56")
+        vpc6 = str(ip_network(vpc["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]))
         subnet6 = extra["Ipv6CidrBlock"] = str(next(ip_network(vpc6).subnets(new_prefix=64)))
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
                                   AvailabilityZone=f"{REGION}a", **extra)["Subnet"]["SubnetId"]

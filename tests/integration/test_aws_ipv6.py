@@ -23,6 +23,7 @@ from tests.awsfakes.world import World
 from vip_sidecar.config import build_config
 from vip_sidecar.providers.aws.errors import AwsConfigError, AwsVerifyTimeout
 from vip_sidecar.providers.aws.provider import AwsProvider, create
+from vip_sidecar.providers.aws.secondary import SecondaryIpMode
 from vip_sidecar.providers.base import ProviderConfigError, VipContext
 
 NET = "10.78"
@@ -151,6 +152,22 @@ def test_an_in_use_refusal_is_retried_until_ec2_lets_go(servers, world):
     assert world.ipv6_holders(vip) == [world.nodes[0].eni_id]
     assigns = order(moto, "AssignIpv6Addresses")
     assert assigns[1:] == [("AssignIpv6Addresses", world.nodes[0].eni_id)] * 3  # 2 refused
+
+
+def test_a_refusal_for_an_address_we_hold_already_ends_the_retries(servers, world):
+    """A lagging read can make us assign again what EC2 already gave us: a refusal then
+    must neither spin nor fail the move (the read-back decides)."""
+    moto, _ = servers
+    vip = vip6(world)
+    a = provider(servers, world, 0, vip)
+    asyncio.run(a.init())
+    world.ec2.assign_ipv6_addresses(NetworkInterfaceId=world.nodes[0].eni_id,
+                                    Ipv6Addresses=[vip])
+    moto.injector.add("AssignIpv6Addresses", "in_use", count=None)
+    before = len(moto.injector.calls("AssignIpv6Addresses"))
+    assert isinstance(a.mode, SecondaryIpMode)
+    asyncio.run(a.mode._assign_ipv6(a.clock() + 20))
+    assert len(moto.injector.calls("AssignIpv6Addresses")) == before + 1
 
 
 def test_check_removes_a_copy_moto_let_someone_put_elsewhere(servers, world):

@@ -463,6 +463,12 @@ def test_notes() -> None:
     _, notes = render_chart([EXAMPLES["alias"]], with_notes=True)
     assert "documentation address" not in notes
     assert "ingress: 10.20.0.100 (vhid 51, interface eth0)" in notes
+    _, notes = render_chart(set_values={"vips": [{"vhid": 3, "addr": "2001:DB8::10"}]},
+                            with_notes=True)
+    assert "2001:DB8::10 is a documentation address (RFC 3849)" in notes
+    _, notes = render_chart([EXAMPLES["dualstack"]], with_notes=True)
+    assert "ingress-v6: fd00:20::100 (vhid 62, interface eth0)" in notes
+    assert "documentation address" not in notes
 
 
 def test_readme_documents_every_value() -> None:
