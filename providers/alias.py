@@ -19,15 +19,13 @@ import asyncio
 import logging
 import socket
 import time
-from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
-from vip_sidecar import carp, netif, parsing
+from vip_sidecar import announce, netif, parsing
 from vip_sidecar.config import Config, ProviderSpec, VipConfig
 from vip_sidecar.log import event
 from vip_sidecar.providers.base import Provider, ProviderConfigError, VipContext
-from vip_sidecar.transport6 import NEIGHBOUR_ADVERTS
 
 NONLOCAL_BIND = {
     4: Path("/proc/sys/net/ipv4/ip_nonlocal_bind"),
@@ -141,15 +139,11 @@ class AliasProvider(Provider):
             if i:
                 await asyncio.sleep(self.garp_interval)
             try:
-                if isinstance(addr, IPv6Address):
-                    NEIGHBOUR_ADVERTS.send(self.interface, addr, mac)
-                else:
-                    _GARP_SOCKETS.send(self.interface, carp.encode_garp(mac, addr))
+                announce.ANNOUNCER.send(self.interface, addr, mac)
             except OSError as exc:
-                what = "neighbour advertisement" if addr.version == 6 else "gratuitous ARP"
                 event(
                     logging.WARNING,
-                    f"{what} failed: {exc.strerror or exc}",
+                    f"{announce.what(addr)} failed: {exc.strerror or exc}",
                     vip=self.vip.name,
                     provider=self.name,
                 )
@@ -192,29 +186,7 @@ class _AddressSnapshots:
         return netif.address_table()
 
 
-class _GarpSockets:
-    """One long-lived packet socket per interface: opening and closing one per GARP
-    burst cost milliseconds each on the event loop."""
-
-    def __init__(self) -> None:
-        self._sockets: dict[str, tuple[int, socket.socket]] = {}
-
-    def send(self, interface: str, frame: bytes) -> None:
-        index = socket.if_nametoindex(interface)
-        entry = self._sockets.get(interface)
-        if entry is None or entry[0] != index:  # first use, or the interface was re-created
-            if entry is not None:
-                entry[1].close()
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            sock.bind((interface, 0))
-            sock.setblocking(False)
-            entry = (index, sock)
-            self._sockets[interface] = entry
-        entry[1].send(frame)
-
-
 _SNAPSHOTS = _AddressSnapshots()
-_GARP_SOCKETS = _GarpSockets()
 
 
 def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from vip_sidecar import carp
+from vip_sidecar import announce, carp
 from vip_sidecar.config import VipConfig
 from vip_sidecar.counter import AdvertCounter, ReplayGuard
 from vip_sidecar.inet import IPAddress
 from vip_sidecar.log import RateLimitedWarnings
 from vip_sidecar.stats import VipStats
 from vip_sidecar.transport import InterfaceTransport
-from vip_sidecar.transport6 import NEIGHBOUR_ADVERTS
 
 
 @dataclass
@@ -116,14 +115,11 @@ class Speaker:
         """ucarp's gratuitous ARP; for an IPv6 VIP the unsolicited neighbour advert."""
         addr = self.cfg.addr
         try:
-            if isinstance(addr, IPv6Address):
-                NEIGHBOUR_ADVERTS.send(self.cfg.interface, addr, self.transport.mac)
-            else:
-                self.transport.send_frame(carp.encode_garp(self.transport.mac, addr))
+            self.transport.announce(addr)
         except OSError as exc:
             self._warn.warn(
                 "garp",
-                f"gratuitous ARP failed: {exc.strerror or exc}",
+                f"{announce.what(addr)} failed: {exc.strerror or exc}",
                 vip=self.cfg.name,
                 event="garp_error",
             )

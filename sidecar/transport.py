@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from vip_sidecar import carp, netif
+from vip_sidecar import announce, carp, netif
 from vip_sidecar.carp import BROADCAST_MAC, PROTO_CARP, encode_ethernet, group_mac, virtual_mac
 from vip_sidecar.inet import IPAddress
 from vip_sidecar.transport6 import Inet6Socket, Received6
@@ -198,8 +198,10 @@ class InterfaceTransport:
             raise OSError(f"no IPv6 socket on {self.ifname}")
         self.v6.send(payload, src, dst)
 
-    def send_frame(self, frame: bytes) -> None:
-        self.tx_l2.send(frame)
+    def announce(self, addr: IPAddress) -> None:
+        """A gratuitous ARP (IPv4) or unsolicited neighbour advert (IPv6) for `addr` at
+        this interface's MAC, through the sender the alias provider uses too."""
+        announce.ANNOUNCER.send(self.ifname, addr, self.mac)
 
     def close(self) -> None:
         for s in (self.rx, self.tx_l2, self.tx_ip, *self._memberships.values()):

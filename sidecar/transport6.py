@@ -1,6 +1,6 @@
-"""The IPv6 sockets of one interface: CARP adverts and neighbour advertisements.
+"""The IPv6 advert socket of one interface (neighbour advertisements: announce.py).
 
-Adverts: one raw AF_INET6 socket for next header 112, bound to the interface. The
+One raw AF_INET6 socket for next header 112, bound to the interface. The
 kernel builds the IPv6 header (hop limit 255 set for multicast and unicast alike) and
 hands us only the payload; recvmsg() ancillary data carry the hop limit
 (IPV6_RECVHOPLIMIT) and the destination (IPV6_RECVPKTINFO). IPV6_CHECKSUM is never set:
@@ -14,7 +14,6 @@ import socket
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from pathlib import Path
 
 from vip_sidecar import carp, carp6
 
@@ -116,39 +115,3 @@ class Inet6Socket:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class NeighbourAdverts:
-    """One ICMPv6 socket per interface for unsolicited neighbour advertisements (the
-    IPv6 gratuitous ARP): to ff02::1 with hop limit 255 (RFC 4861: receivers drop any
-    other), the kernel filling in the checksum and the link-local source."""
-
-    def __init__(self) -> None:
-        self._sockets: dict[str, tuple[int, socket.socket]] = {}
-
-    def send(self, interface: str, target: IPv6Address, mac: bytes) -> None:
-        index = socket.if_nametoindex(interface)
-        entry = self._sockets.get(interface)
-        if entry is None or entry[0] != index:  # first use, or the interface was re-created
-            if entry is not None:
-                entry[1].close()
-            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-            s.setblocking(False)
-            entry = (index, s)
-            self._sockets[interface] = entry
-        na = carp6.encode_na(target, mac, router=_forwarding(interface))
-        entry[1].sendto(na, (str(carp6.ALL_NODES), 0, 0, index))
-
-
-def _forwarding(interface: str) -> bool:
-    """The router flag, as the kernel's own NA sets it (`router = forwarding`): a router
-    announcing R=0 would be dropped from its hosts' default router lists (RFC 4861 7.2.5)."""
-    try:
-        return Path(f"/proc/sys/net/ipv6/conf/{interface}/forwarding").read_text().strip() == "1"
-    except OSError:
-        return False
-
-
-NEIGHBOUR_ADVERTS = NeighbourAdverts()

@@ -279,3 +279,26 @@ def test_the_ipv6_socket_reads_hop_limit_destination_and_counts_kernel_drops(mak
     n, counted, again = second.split()
     # some were read, every other one is counted as a kernel drop, once
     assert 0 < int(n) < 400 and counted == "True" and again == "0"
+
+
+def test_without_a_provider_the_daemon_announces_both_families_itself(make_topo):
+    # no alias provider: the speaker sends the GARP (IPv4) and the NA (IPv6) through
+    # announce.py, the sender the alias provider uses too
+    from tests.integration.test_alias import garps_from
+
+    topo = make_topo(2, family="dual")
+    h1, h2 = topo.hosts
+    v4, v6 = topo.vip(), topo.vip6()
+    arp, nd = Sniffer(topo, h2, 0x0806), Sniffer(topo, h2, 0x86DD)
+    path = topo.workdir / "bare.json"
+    path.write_text(json.dumps({
+        "pass": "secret", "providers": [],
+        "vips": [{"name": "web4", "vhid": 4, "addr": v4},
+                 {"name": "web6", "vhid": 6, "addr": v6, "srcip": h1.ip6}],
+    }))
+    a = topo.sidecar(h1, "--config", str(path), name="bare")
+    wait_for(lambda: a.state(0) == "MASTER" and a.state(1) == "MASTER", 8, what="a MASTER")
+    wait_for(lambda: garps_from(arp, h1.mac, v4, 0), 3, what="GARP for the IPv4 VIP")
+    wait_for(lambda: neighbour_adverts(nd, h1.mac, v6), 3, what="NA for the IPv6 VIP")
+    # nothing added the addresses: the announcements came from the daemon itself
+    assert not h1.has_address(v4) and not h1.has_address(v6)

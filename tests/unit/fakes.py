@@ -1,5 +1,8 @@
 """Test doubles shared by unit tests."""
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -78,11 +81,27 @@ class FakeTransport:
     def send_ipv6(self, payload: bytes, src, dst) -> None:
         self.sent.append((f"ipv6:{dst}", payload))
 
-    def send_frame(self, frame: bytes) -> None:
-        self.sent.append(("frame", frame))
+    def announce(self, addr) -> None:
+        self.sent.append(("announce", addr.packed))
 
     def close(self) -> None:
         import os
 
         os.close(self._r)
         os.close(self._w)
+
+
+@contextmanager
+def started_runtime(cfg: Any) -> Iterator[Any]:
+    """A Runtime over FakeTransports, started on a loop of its own for synchronous tests
+    (the receive-path fixtures), shut down and its loop closed afterwards."""
+    from vip_sidecar.runtime import Runtime
+
+    loop = asyncio.new_event_loop()
+    rt = Runtime(cfg, {}, transport_factory=FakeTransport, handle_signals=False)
+    loop.run_until_complete(rt.start())
+    try:
+        yield rt
+    finally:
+        loop.run_until_complete(rt.shutdown())
+        loop.close()

@@ -5,7 +5,6 @@ No exception may escape, and a packet is accepted exactly when an independent or
 is counted under a drop reason.
 """
 
-import asyncio
 import hashlib
 import hmac
 import os
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fakes import FakeTransport
+from tests.unit.fakes import started_runtime
 from tests.unit.test_carp_vectors import VECTORS, h
 from vip_sidecar import carp
 from vip_sidecar.config import build_config
@@ -65,12 +64,8 @@ def runtime():
             ],
         }
     )
-    loop = asyncio.new_event_loop()
-    rt = Runtime(cfg, {}, transport_factory=FakeTransport, handle_signals=False)
-    loop.run_until_complete(rt.start())
-    yield rt
-    loop.run_until_complete(rt.shutdown())
-    loop.close()
+    with started_runtime(cfg) as rt:
+        yield rt
 
 
 def total_drops(rt: Runtime) -> int:

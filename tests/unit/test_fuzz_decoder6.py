@@ -3,7 +3,6 @@ mutated adverts with random hop limits, sources and destinations. Nothing may ra
 packet is accepted exactly when an independent oracle (hashlib HMAC, a hand-written
 checksum) says it is valid, and every other one is a counted drop."""
 
-import asyncio
 import hashlib
 import hmac
 import struct
@@ -13,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fakes import FakeTransport
+from tests.unit.fakes import started_runtime
 from vip_sidecar import carp
 from vip_sidecar.config import build_config
 from vip_sidecar.runtime import Runtime
@@ -65,12 +64,8 @@ def runtime():
         "vips": [{"vhid": v, "pass": pw.decode(), "addr": vip, "advskew": 200}
                  for v, (pw, vip) in KEYS.items()],
     })
-    loop = asyncio.new_event_loop()
-    rt = Runtime(cfg, {}, transport_factory=FakeTransport, handle_signals=False)
-    loop.run_until_complete(rt.start())
-    yield rt
-    loop.run_until_complete(rt.shutdown())
-    loop.close()
+    with started_runtime(cfg) as rt:
+        yield rt
 
 
 def mutate(data: bytes, ops: list) -> bytes:

@@ -100,12 +100,11 @@ async def test_first_garp_follows_the_up_actions_like_ucarp():
     assert inst.election.state is State.MASTER
     await settle()
     assert gate.calls[-1] == "up"
-    assert [k for k, _ in transport.sent if k == "frame"] == []  # up still running
+    assert [k for k, _ in transport.sent if k == "announce"] == []  # up still running
     assert any(k == "mcast" for k, _ in transport.sent)  # but adverts already flow
     gate.gate.set()
     await settle()
-    frames = [f for k, f in transport.sent if k == "frame"]
-    assert len(frames) == 1 and frames[0][12:14] == b"\x08\x06"
+    assert [f for k, f in transport.sent if k == "announce"] == [cfg.vips[0].addr.packed]
     await inst.stop(0, asyncio.get_running_loop().time() + 1)
 
 
@@ -121,7 +120,7 @@ async def test_announcing_provider_gets_the_reassert_garp():
     worse = bow_out_packet(cfg, src=IPv4Address("10.0.0.4"))
     inst.on_packet(worse)
     assert gate.calls.count("announce") == 1
-    assert [k for k, _ in transport.sent if k == "frame"] == []  # the provider owns it
+    assert [k for k, _ in transport.sent if k == "announce"] == []  # the provider owns it
     await inst.stop(0, asyncio.get_running_loop().time() + 1)
 
 

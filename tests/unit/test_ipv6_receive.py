@@ -1,16 +1,14 @@
 """One process, one IPv4 and one IPv6 VIP: the IPv6 receive checks count their drops
 under the IPv4 reasons, never move the state, and IPv6 adverts leave as bare headers."""
 
-import asyncio
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from tests.unit.fakes import FakeTransport
+from tests.unit.fakes import FakeTransport, started_runtime
 from vip_sidecar import carp
 from vip_sidecar.config import build_config
 from vip_sidecar.metrics import render
-from vip_sidecar.runtime import Runtime
 from vip_sidecar.transport6 import Received6
 
 GROUP6 = IPv6Address("ff02::12")
@@ -30,12 +28,8 @@ def rt():
         "vips": [{"vhid": 1, "srcip": "10.98.0.2", "addr": "10.98.0.100"},
                  {"vhid": 2, "srcip": str(OWN), "addr": "fd00::100"}],
     })
-    loop = asyncio.new_event_loop()
-    runtime = Runtime(cfg, {}, transport_factory=FakeTransport, handle_signals=False)
-    loop.run_until_complete(runtime.start())
-    yield runtime
-    loop.run_until_complete(runtime.shutdown())
-    loop.close()
+    with started_runtime(cfg) as runtime:
+        yield runtime
 
 
 def feed(rt, payload, src=PEER, dst=GROUP6, hop_limit=255):
@@ -83,6 +77,27 @@ def test_hostile_ipv6_adverts_are_counted_drops_and_never_change_state(rt, paylo
     assert rt.instances[0].stats.adverts_received == 0 and not rt.instances[0].stats.drops
 
 
+def test_an_advert_of_the_other_family_never_reaches_that_vhids_election(rt):
+    """One dispatch path picks the VIP by vhid alone: an advert framed in the other
+    family, even with that VIP's own valid digest, is a wrong_group drop."""
+    v4, v6 = rt.instances
+    before = [(i.election.state, i.stats.adverts_received, i.speaker.master_seen)
+              for i in rt.instances]
+    digest4 = carp.Authenticator(b"secret", 1, IPv4Address("10.98.0.100")).digest(5)
+    as_ipv6 = carp.encode_carp(1, 1, 0, 5, digest4)  # vhid 1 is the IPv4 VIP
+    assert feed(rt, as_ipv6) is carp.DropReason.WRONG_GROUP
+    # vhid 2 (the IPv6 VIP) with its valid IPv6 digest, in an IPv4 packet to 224.0.0.18
+    as_ipv4 = carp.encode_ip(advert(), IPv4Address("10.98.0.3"), IPv4Address("224.0.0.18"), 1)
+    assert rt.dispatch("ds0", as_ipv4) is carp.DropReason.WRONG_GROUP
+    assert v4.stats.drops["wrong_group"] == 1 and v6.stats.drops["wrong_group"] == 1
+    assert [(i.election.state, i.stats.adverts_received, i.speaker.master_seen)
+            for i in rt.instances] == before
+    # control: the same digests in their own family are accepted
+    ok4 = carp.encode_ip(as_ipv6, IPv4Address("10.98.0.3"), IPv4Address("224.0.0.18"), 2)
+    assert rt.dispatch("ds0", ok4) is None and feed(rt, advert()) is None
+    assert v4.stats.adverts_received == 1 and v6.stats.adverts_received == 1
+
+
 def test_a_valid_ipv6_advert_is_accepted_and_its_counter_followed(rt):
     inst = rt.instances[1]
     assert feed(rt, advert(counter=41)) is None
@@ -104,19 +119,13 @@ def test_ipv6_advert_goes_out_as_the_bare_header_to_the_group(rt):
     assert inst.speaker.auth.digest(pkt.adv.counter) == pkt.adv.digest
 
 
-def test_without_an_announcing_provider_the_daemon_sends_the_neighbour_advert(rt, monkeypatch):
-    sent = []
-
-    class Recorder:
-        def send(self, interface, target, mac):
-            sent.append((interface, str(target), mac))
-
-    monkeypatch.setattr("vip_sidecar.speaker.NEIGHBOUR_ADVERTS", Recorder())
+def test_without_an_announcing_provider_the_daemon_sends_the_neighbour_advert(rt):
+    # the speaker hands its VIP to the transport's announce (announce.py picks the NA
+    # for IPv6, the GARP for IPv4: tests/unit/test_announce.py)
     rt.instances[1].speaker.send_garp()
-    assert sent == [("ds0", "fd00::100", rt.transports["ds0"].mac)]
-    # the IPv4 VIP keeps ucarp's gratuitous ARP frame
+    assert rt.transports["ds0"].sent[-1] == ("announce", IPv6Address("fd00::100").packed)
     rt.instances[0].speaker.send_garp()
-    assert rt.transports["ds0"].sent[-1][0] == "frame" and len(sent) == 1
+    assert rt.transports["ds0"].sent[-1] == ("announce", rt.instances[0].cfg.addr.packed)
 
 
 def test_replay_protection_is_the_ipv4_guard_keyed_by_the_ipv6_source():
