@@ -11,6 +11,9 @@ with the wrapper's EC2 semantics on (an address held elsewhere is refused) and o
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from ipaddress import ip_network
 
 import pytest
@@ -284,3 +287,16 @@ def test_route_preflight_probes_the_ipv6_route_without_moving_it(servers, world)
     assert {p.params.get("DestinationIpv6CidrBlock") for p in probes} == {f"{ROUTE_VIP6}/128"}
     # the probe named the current target: moto ignores DryRun, nothing moved
     assert world.route_targets(ROUTE_VIP6) == {t: world.nodes[1].eni_id for t in tables}
+
+
+def test_eip_with_an_ipv6_vip_stops_the_cli_with_one_line(tmp_path):
+    cfg = tmp_path / "eip.json"
+    cfg.write_text(json.dumps({"providers": [{"name": "aws", "mode": "eip",
+                                              "allocation_id": "eipalloc-0123456789abcdef0"}]}))
+    res = subprocess.run([sys.executable, "-m", "vip_sidecar", "run", "-i", "lo", "-s",
+                          "fd00::1", "-v", "1", "-p", "x", "-a", "fd00::2", "--config",
+                          str(cfg)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "vip-sidecar: config error: aws provider: mode eip cannot carry the IPv6 VIP fd00::2 "
+        "(Elastic IPs are IPv4 only); use mode secondary-ip or route for an IPv6 VIP"]
