@@ -52,6 +52,7 @@ class Eni:
     secondaries: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     source_dest_check: bool = False  # route-mode tests turn it on where they need it
+    ipv6s: list[str] = field(default_factory=list)  # IPv6 addresses, compressed
 
 
 @dataclass
@@ -133,6 +134,7 @@ class FakeEc2:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: dict[str, list[Exception]] = {}
         self.lock = threading.Lock()
+        self.subnet_ipv6_cidr = "2001:db8:0:1::/64"  # every ENI's subnet (DescribeSubnets)
 
     # -- set-up ------------------------------------------------------------------------
     def add_eni(self, n: int, subnet: str = "subnet-0000000a", vpc: str = "vpc-0000000a",
@@ -189,7 +191,7 @@ class FakeEc2:
             return self.state
         view = copy.deepcopy(self.state)
         objs: list[tuple[str, Any, tuple[str, ...]]] = (
-            [(k, v, ("secondaries", "tags")) for k, v in view.enis.items()]
+            [(k, v, ("secondaries", "ipv6s", "tags")) for k, v in view.enis.items()]
             + [(k, v, ("assoc", "tags")) for k, v in view.addresses.items()]
             + [(k, v, ("routes", "tags")) for k, v in view.tables.items()])
         for res, obj, aspects in objs:
@@ -227,6 +229,9 @@ class FakeEc2:
                 # EC2 matches primary and secondary addresses (aws.md "Eventual consistency")
                 enis = [e for e in enis if values & {e.primary, *e.secondaries}]
                 continue
+            if flt["Name"] == "ipv6-addresses.ipv6-address":
+                enis = [e for e in enis if values & set(e.ipv6s)]
+                continue
             if flt["Name"] == "tag-key":
                 enis = [e for e in enis if values & set(e.tags)]
                 continue
@@ -241,6 +246,7 @@ class FakeEc2:
                 "PrivateIpAddress": e.primary, "PrivateIpAddresses": ips,
                 "MacAddress": e.mac, "Attachment": {"InstanceId": e.instance_id},
                 "SourceDestCheck": e.source_dest_check, "TagSet": self._tags(e.tags),
+                "Ipv6Addresses": [{"Ipv6Address": ip} for ip in e.ipv6s],
             })
         return {"NetworkInterfaces": copy.deepcopy(out), **self._meta()}
 
@@ -276,6 +282,39 @@ class FakeEc2:
         for ip in params["PrivateIpAddresses"]:
             eni.secondaries.remove(ip)
         return self._meta()
+
+    def describe_subnets(self, **params: Any) -> dict[str, Any]:
+        self._enter("DescribeSubnets", params)
+        assoc = {"Ipv6CidrBlock": self.subnet_ipv6_cidr,
+                 "Ipv6CidrBlockState": {"State": "associated"}}
+        return {"Subnets": [{"SubnetId": s, "Ipv6CidrBlockAssociationSet": [assoc]}
+                            for s in params["SubnetIds"]], **self._meta()}
+
+    def assign_ipv6_addresses(self, **params: Any) -> dict[str, Any]:
+        """EC2: no AllowReassignment; an address another ENI holds is refused."""
+        self._enter("AssignIpv6Addresses", params)
+        target = self.state.enis[params["NetworkInterfaceId"]]
+        for ip in params["Ipv6Addresses"]:
+            if any(ip in e.ipv6s for e in self.state.enis.values()):
+                raise client_error("InvalidIPAddress.InUse")  # ours too: already assigned
+        self._mutate()
+        self._touch(target, target.eni_id, "ipv6s")
+        target.ipv6s.extend(params["Ipv6Addresses"])
+        return self._meta()
+
+    def unassign_ipv6_addresses(self, **params: Any) -> dict[str, Any]:
+        self._enter("UnassignIpv6Addresses", params)
+        eni = self.state.enis[params["NetworkInterfaceId"]]
+        if any(ip not in eni.ipv6s for ip in params["Ipv6Addresses"]):
+            raise client_error("InvalidParameterValue")
+        self._mutate()
+        self._touch(eni, eni.eni_id, "ipv6s")
+        for ip in params["Ipv6Addresses"]:
+            eni.ipv6s.remove(ip)
+        return self._meta()
+
+    def ipv6_holders(self, ip: str) -> list[str]:
+        return sorted(e.eni_id for e in self.state.enis.values() if ip in e.ipv6s)
 
     def create_tags(self, **params: Any) -> dict[str, Any]:
         self._enter("CreateTags", params)
