@@ -8,6 +8,7 @@ import pytest
 
 from tests.awsfakes import forget_clients
 from tests.awsfakes.fake_ec2 import FakeEc2, LagModel, client_error
+
 # the autouse fixture that resets the process-wide EC2 clients comes along
 from tests.unit.test_aws_provider import _fresh_clients, ctx, make  # noqa: F401
 from vip_sidecar.providers.aws.errors import AwsConfigError, AwsFenceLost
