@@ -21,6 +21,8 @@ COLOURS = {
     "loss": "#17becf",
     "vipdel": "#e377c2",
     "failup": "#bcbd22",
+    "apistop": "#7f7f7f",  # --kubernetes: the apiserver's faults (row "apiserver")
+    "apikill": "#2ca02c",
 }
 
 
@@ -77,8 +79,9 @@ def plot(result: dict[str, Any], out: str, start_min: float = 0.0, end_min: floa
         if v.get("t"):
             for ax in (top, bottom):
                 ax.axvline(v["t"] - t0, color="red", lw=1.2, ls="--")
+    kinds = {f["kind"] for f in result["faults"]}
     top.legend(
-        handles=[Patch(color=c, alpha=0.4, label=k) for k, c in COLOURS.items()],
+        handles=[Patch(color=c, alpha=0.4, label=k) for k, c in COLOURS.items() if k in kinds],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
         ncol=len(COLOURS),

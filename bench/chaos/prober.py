@@ -10,6 +10,7 @@ SIGTERM/SIGINT; a late slot is skipped, never bunched up.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import signal
 import socket
@@ -34,6 +35,20 @@ def answer_mac(frame: bytes, src: bytes, vip: bytes) -> str | None:
     if arp[6:8] != b"\x00\x02" or arp[14:18] != vip or arp[24:28] != src:
         return None
     return arp[8:14].hex(":")
+
+
+def read_record(path: Path) -> list[tuple[float, list[str]]]:
+    """The slots written by main(): (request time, MACs that answered)."""
+    out = []
+    with contextlib.suppress(OSError), path.open() as fh:
+        for line in fh:
+            ts, _, macs = line.rstrip("\n").partition(" ")
+            try:
+                t = float(ts)
+            except ValueError:
+                continue
+            out.append((t, [m for m in macs.split(",") if m]))
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""The chaos bed: three vip-sidecar nodes (alias + a fail_on_error script provider) and a
+"""The chaos bed: three vip-sidecar nodes (alias + a fail_on_error script provider, and
+with `kubernetes` the Lease fence against a real apiserver: bench/chaos/kube.py) and a
 prober host on one bridge, a seeded fault schedule played against them, and the
 recorded history handed to the checker.
 
@@ -24,6 +25,8 @@ from typing import Any
 
 from bench.chaos import schedule
 from bench.chaos.checker import Fault, History, Params, Sample, check
+from bench.chaos.kube import FENCE_S, HOLD_MAX_S, KubeBed, daemonless
+from bench.chaos.prober import read_record
 from bench.common import (
     REPO,
     Host,
@@ -56,9 +59,14 @@ exit 0
 """
 
 
-def params() -> Params:
+def params(fenced: bool = False) -> Params:
     worst = max(SKEWS) / 256
-    return Params(advert_interval_s=ADVBASE + worst, dead_interval_s=DEADRATIO * ADVBASE + worst)
+    return Params(
+        advert_interval_s=ADVBASE + worst,
+        dead_interval_s=DEADRATIO * ADVBASE + worst,
+        fenced=fenced,
+        fence_s=FENCE_S if fenced else 0.0,
+    )
 
 
 @dataclass
@@ -75,9 +83,12 @@ class Node:
 
 
 class ChaosBed:
-    def __init__(self, topo: Topology, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, topo: Topology, log: Callable[[str], None], kube: KubeBed | None = None
+    ) -> None:
         self.topo = topo
         self.log = log
+        self.kube = kube
         self.vip = topo.vip()
         self.lock = threading.RLock()
         self.nodes: dict[str, Node] = {}
@@ -87,23 +98,24 @@ class ChaosBed:
             flag = topo.workdir / f"failup-{name}"
             up = topo.write_script(f"up-{name}.sh", FAILUP_SCRIPT.format(flag=flag))
             cfg = topo.workdir / f"{name}.json"
-            cfg.write_text(
-                json.dumps(
-                    {
-                        "vhid": VHID,
-                        "pass": PASSWORD,
-                        "addr": self.vip,
-                        "advbase": ADVBASE,
-                        "advskew": skew,
-                        "deadratio": DEADRATIO,
-                        "shutdown_timeout": SHUTDOWN_TIMEOUT_S,
-                        "providers": [
-                            "alias",
-                            {"name": "script", "upscript": up, "fail_on_error": True},
-                        ],
-                    }
-                )
-            )
+            doc: dict[str, Any] = {
+                "vhid": VHID,
+                "pass": PASSWORD,
+                "addr": self.vip,
+                "advbase": ADVBASE,
+                "advskew": skew,
+                "deadratio": DEADRATIO,
+                "shutdown_timeout": SHUTDOWN_TIMEOUT_S,
+                "providers": [
+                    "alias",
+                    {"name": "script", "upscript": up, "fail_on_error": True},
+                ],
+            }
+            if kube is not None:
+                # the fence first: nothing is claimed before the Lease is ours
+                doc["providers"].insert(0, kube.provider())
+                doc["provider_hold_max_s"] = HOLD_MAX_S
+            cfg.write_text(json.dumps(doc))
             self.nodes[name] = Node(name, host, skew, cfg, flag)
         self.prober_host = topo.hosts[3]
         self.by_mac = {n.host.mac: n.name for n in self.nodes.values()}
@@ -116,7 +128,10 @@ class ChaosBed:
     # -- processes ---------------------------------------------------------------------
     def start(self, node: Node) -> None:
         with self.lock:
-            node.proc = self.topo.sidecar(node.host, "--config", str(node.config), name=node.name)
+            env = self.kube.env(node.name) if self.kube else None
+            node.proc = self.topo.sidecar(
+                node.host, "--config", str(node.config), name=node.name, env=env
+            )
             node.lives.append([])
             node.expected_down = False
 
@@ -201,7 +216,10 @@ class ChaosBed:
                     return chosen[0]
             return free[int(p.pick * 1000) % len(free)]
 
-    def begin(self, p: schedule.Planned, node: Node) -> None:
+    def begin(self, p: schedule.Planned, node: Node | None) -> None:
+        if node is None:
+            assert self.kube is not None
+            return self.kube.begin(p.kind)
         node.busy = True
         h = node.host
         if p.kind == "kill9":
@@ -240,7 +258,10 @@ class ChaosBed:
                 with contextlib.suppress(OSError, ValueError):
                     request(node.proc.socket, None, "POST", "/v1/vips/all/demote?hold=2", 2.0)
 
-    def finish(self, p: schedule.Planned, node: Node) -> None:
+    def finish(self, p: schedule.Planned, node: Node | None) -> None:
+        if node is None:
+            assert self.kube is not None
+            return self.kube.finish(p.kind)
         try:
             self._heal(p, node)
         finally:
@@ -311,19 +332,6 @@ class ChaosBed:
         return out
 
 
-def read_samples(path: Path, by_mac: dict[str, str]) -> list[Sample]:
-    out = []
-    with contextlib.suppress(OSError), path.open() as fh:
-        for line in fh:
-            ts, _, macs = line.rstrip("\n").partition(" ")
-            try:
-                t = float(ts)
-            except ValueError:
-                continue
-            out.append(Sample(t, frozenset(by_mac.get(m, m) for m in macs.split(",") if m)))
-    return out
-
-
 PING_GAP_S = 0.05
 
 
@@ -332,12 +340,18 @@ def run(
     seed: int,
     log: Callable[[str], None] = print,
     keep_logs: str | None = None,
+    kubernetes: bool = False,
 ) -> dict[str, Any]:
-    par = params()
-    plan = schedule.plan(seed, minutes * 60, par.recovery_deadline_s)
+    par = params(fenced=kubernetes)
+    kinds = {**schedule.KINDS, **(schedule.API_KINDS if kubernetes else {})}
+    plan = schedule.plan(seed, minutes * 60, par.recovery_deadline_s, kinds=kinds)
     log(f"chaos: seed {seed}, {minutes:g} min, {len(plan)} faults planned")
-    with bench_topology(4) as topo:
-        bed = ChaosBed(topo, log)
+    with bench_topology(4) as topo, contextlib.ExitStack() as stack:
+        kube = None
+        if kubernetes:
+            kube = KubeBed(topo, [f"n{i + 1}" for i in range(len(SKEWS))], log)
+            stack.callback(kube.stop)  # before the topology goes: its root leg carries it
+        bed = ChaosBed(topo, log, kube)
         arp_out = topo.workdir / "arp.txt"
         bed.start_all()
         prober, pinger = bed.start_prober(arp_out)
@@ -352,7 +366,7 @@ def run(
             key=lambda a: (a[0], a[1]),
         )
         faults: dict[int, Fault] = {}
-        targets: dict[int, Node] = {}
+        targets: dict[int, Node | None] = {}
         skipped: list[int] = []
         bed_errors: list[str] = []
         for when, _, is_start, p in actions:
@@ -360,20 +374,21 @@ def run(
             if delay > 0:
                 time.sleep(delay)
             if is_start:
-                node = bed.resolve(p)
-                if node is None:
+                node = None if p.kind in schedule.API_KINDS else bed.resolve(p)
+                if node is None and p.kind not in schedule.API_KINDS:
                     skipped.append(p.id)
                     log(f"  skip fault {p.id} {p.kind}: no free node")
                     continue
                 targets[p.id] = node
                 now = time.time()
-                faults[p.id] = Fault(p.kind, node.name, now, now, p.id)
+                where = node.name if node else "apiserver"
+                faults[p.id] = Fault(p.kind, where, now, now, p.id)
                 try:
                     bed.begin(p, node)
                 except (RuntimeError, OSError, AssertionError) as exc:
                     bed_errors.append(f"fault {p.id} {p.kind} start: {exc}")
                     log(f"!! bed error: {bed_errors[-1]}")
-                log(f"  t={now - t0:7.2f} +{p.kind} #{p.id} on {node.name} ({p.duration:.1f} s)")
+                log(f"  t={now - t0:7.2f} +{p.kind} #{p.id} on {where} ({p.duration:.1f} s)")
             elif p.id in targets:
                 try:
                     bed.finish(p, targets[p.id])
@@ -381,7 +396,7 @@ def run(
                     bed_errors.append(f"fault {p.id} {p.kind} end: {exc}")
                     log(f"!! bed error: {bed_errors[-1]}")
                 faults[p.id].end = time.time()
-                log(f"  t={faults[p.id].end - t0:7.2f} -{p.kind} #{p.id} on {targets[p.id].name}")
+                log(f"  t={faults[p.id].end - t0:7.2f} -{p.kind} #{p.id} on {faults[p.id].node}")
         time.sleep(max(0.0, t0 + minutes * 60 - time.time()))
         end = time.time()
         bed.stop_watcher()
@@ -389,22 +404,30 @@ def run(
         with contextlib.suppress(Exception):
             prober.wait(5)
         replies = pinger.stop()
-        samples = [s for s in read_samples(arp_out, bed.by_mac) if s.t <= end]
+        samples = [
+            Sample(t, frozenset(bed.by_mac.get(m, m) for m in macs))
+            for t, macs in read_record(arp_out)
+            if t <= end
+        ]
+        ordered = sorted(faults.values(), key=lambda f: f.id)
         history = History(
             samples=samples,
-            faults=sorted(faults.values(), key=lambda f: f.id),
+            faults=ordered,
             nodes=list(bed.nodes),
             end=end,
             unscheduled_deaths=bed.deaths,
             tracebacks=bed.tracebacks(),
             sigterm_leftovers=bed.leftovers,
             rss={n.name: n.lives for n in bed.nodes.values()},
+            daemonless=daemonless(ordered, {n.name: n.proc for n in bed.nodes.values()}),
         )
         result = check(history, par)
         gaps = [b - a for (a, _), (b, _) in itertools.pairwise(replies)]
         result.update(
             seed=seed,
             minutes=minutes,
+            kubernetes=kubernetes,
+            daemonless=history.daemonless,
             t0=t0,
             end=end,
             skipped=skipped,

@@ -50,7 +50,7 @@ def make_aws_bed(make_topo, monkeypatch):
 def kube():
     """etcd + kube-apiserver (built from Go modules by tests/k8s/build.sh), one per session.
     A build or start failure is an error, never a skip: CI must not pass without them."""
-    from tests.k8s.controlplane import ControlPlane, binaries
+    from testbed.controlplane import ControlPlane, binaries
 
     cp = ControlPlane(binaries()).start()
     yield cp

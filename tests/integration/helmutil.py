@@ -54,7 +54,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 @functools.cache
 def helm_bin() -> str:
-    from tests.k8s.controlplane import binaries
+    from testbed.controlplane import binaries
 
     return str(binaries() / "helm")
 

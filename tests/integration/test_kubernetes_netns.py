@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from testbed.controlplane import ControlPlane
 from tests.integration import helmutil
 from tests.integration.harness import NETNS, Host, SidecarNode, Topology, wait_for
-from tests.k8s.controlplane import ControlPlane
 from tests.k8s.faultproxy import FaultProxy
 
 pytestmark = [NETNS, pytest.mark.netns, pytest.mark.k8s_real]

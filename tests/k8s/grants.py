@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.k8s.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
 from vip_sidecar.providers.kubernetes.api import API_CALLS, NAMESPACED_CALLS, NODE_CALLS, ApiCall
 
 

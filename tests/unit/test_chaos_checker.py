@@ -161,6 +161,34 @@ def test_invariant_c_fenced_never_two_owners_even_in_a_partition():
     assert kinds(check(history([(6.0, "A"), (0.02, "A,B"), (10.0, "B")]), fenced)) == []
 
 
+def test_invariant_c_excuses_only_the_address_of_a_node_without_a_daemon():
+    """After a kill -9 the kernel answers for the dead daemon's address until the restarted
+    daemon removes it: (c) leaves that node out until then, and no longer."""
+    fenced = Params(**{**P.__dict__, "fenced": True, "fence_s": 9.0})
+    f = Fault("kill9", "A", 5.0, 9.0, id=1)
+    segs = [(5.0, "A"), (6.0, "A"), (2.0, "A,B"), (10.0, "B")]  # B owns from 11 s
+    gone = [("A", 5.0, 13.0)]  # A's restarted daemon logged its first state at 13 s
+    r = check(history(segs, [f], daemonless=gone), fenced)
+    assert kinds(r) == []
+    assert r["daemonless_multi_owner_s"] == pytest.approx(2.0, abs=0.02)
+    # the restarted daemon was up at 12 s: the last second of overlap is its own
+    r = check(history(segs, [f], daemonless=[("A", 5.0, 12.0)]), fenced)
+    assert kinds(r) == ["c"]
+    assert "for 1.0" in r["violations"][0]["what"]
+    # another node's overlap is never excused by A's window
+    segs = [(5.0, "A"), (6.0, "A"), (2.0, "A,B,C"), (10.0, "B")]
+    assert kinds(check(history(segs, [f], daemonless=gone), fenced)) == ["c"]
+
+
+def test_the_fence_lengthens_the_recovery_deadline():
+    fenced = Params(**{**P.__dict__, "fenced": True, "fence_s": 9.0})
+    assert fenced.recovery_deadline_s == pytest.approx(3.4 + 1.0 + 9.0)
+    f = Fault("apikill", "apiserver", 5.0, 8.0, id=1)
+    segs = [(5.0, "A"), (10.0, ""), (10.0, "B")]  # single owner 7 s after the end
+    assert kinds(check(history(segs, [f]), fenced)) == []
+    assert kinds(check(history(segs, [f]), P)) == ["b"]
+
+
 def test_invariant_b_no_single_owner_in_time():
     f = Fault("linkdown", "A", 5.0, 8.0, id=1)
     r = check(history([(5.0, "A"), (3.0, ""), (5.0, ""), (10.0, "B")], [f]), P)

@@ -24,7 +24,7 @@ def test_one_or_two_faults_at_a_time_and_never_two_bridge_wide_ones():
             assert active <= 2, seed
         for a, b in itertools.pairwise(sorted(plan, key=lambda p: p.at)):
             if _overlap(a, b):
-                assert not (a.kind in schedule.EXCLUSIVE and b.kind in schedule.EXCLUSIVE)
+                assert not schedule.exclusive(a.kind, b.kind)
 
 
 def test_schedule_fits_the_run_and_leaves_time_to_recover_between_episodes():
@@ -45,3 +45,31 @@ def test_schedule_fits_the_run_and_leaves_time_to_recover_between_episodes():
 
 def _overlap(a, b) -> bool:
     return a.at < b.at + b.duration and b.at < a.at + a.duration
+
+
+KUBE = {**schedule.KINDS, **schedule.API_KINDS}
+
+
+def test_kubernetes_schedule_adds_apiserver_faults_never_two_at_once():
+    # the plain schedule is unchanged by the apiserver kinds (the CI seed replays)
+    assert {p.kind for p in schedule.plan(15, 1800, 4.4)} == set(schedule.KINDS)
+    seen: set[str] = set()
+    for seed in range(20):
+        plan = sorted(schedule.plan(seed, 1800, 13.4, kinds=KUBE), key=lambda p: p.at)
+        seen |= {p.kind for p in plan}
+        for a, b in itertools.pairwise(plan):
+            if _overlap(a, b):
+                assert not (a.kind in schedule.API_KINDS and b.kind in schedule.API_KINDS)
+    assert seen == set(KUBE)
+    assert schedule.exclusive("apistop", "apikill") and not schedule.exclusive("apikill", "loss")
+
+
+def test_an_apiserver_restart_gets_its_slack_before_the_next_episode():
+    plan = sorted(schedule.plan(5, 3600, 13.4, kinds=KUBE), key=lambda p: p.at)
+    kills = [p for p in plan if p.kind == "apikill"]
+    assert kills
+    for k in kills:
+        later = [p for p in plan if p.at > k.at + k.duration]
+        if later:
+            slack = schedule.RESTART_SLACK_S["apikill"]
+            assert later[0].at - (k.at + k.duration) >= slack + 13.4 + 1.0

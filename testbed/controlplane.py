@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane for the tests: etcd + kube-apiserver on loopback.
+"""A real Kubernetes control plane for the tests and bench.chaos: etcd + kube-apiserver on
+loopback (or on the bed's root leg, `host=`, so daemons in network namespaces reach it).
 
 The binaries come from tests/k8s/build.sh (built from Go modules, cached outside the work
 tree). What this module adds is what a cluster would otherwise have done for us:
@@ -38,8 +39,7 @@ import urllib3
 
 from testbed.harness import free_port, wait_for
 
-HERE = Path(__file__).resolve().parent
-BUILD = HERE / "build.sh"
+BUILD = Path(__file__).resolve().parents[1] / "tests" / "k8s" / "build.sh"
 
 
 class ControlPlaneError(RuntimeError):
@@ -171,13 +171,16 @@ class ControlPlane:
     """etcd + kube-apiserver, started by `start()`, stopped by `stop()`."""
 
     bin: Path
+    #: the address the apiserver listens on and its certificate names (one address:
+    #: kube-apiserver binds a single one)
+    host: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vip-k8s-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pki = Pki(self.workdir / "pki")
         self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.url = f"https://{self.host}:{self.port}"
         self.admin_token = uuid.uuid4().hex
         self.audit_log = self.workdir / "audit.log"
         self._audit_pos = 0
@@ -186,7 +189,7 @@ class ControlPlane:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_file))
         self.http = urllib3.PoolManager(ssl_context=ctx, retries=False,
                                         timeout=urllib3.Timeout(connect=2, read=10))
-        self.serving_cert = self.pki.issue("kube-apiserver", ips=["127.0.0.1"],
+        self.serving_cert = self.pki.issue("kube-apiserver", ips=[self.host],
                                            dns=["localhost", "kubernetes.default.svc"])
 
     # ---------------------------------------------------------------- processes
@@ -227,7 +230,7 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             str(self.bin / "kube-apiserver"),
             "--etcd-servers", self.etcd_url,
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={self.host}", f"--advertise-address={self.host}",
             f"--secure-port={self.port}",
             f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
             f"--client-ca-file={self.pki.ca_file}",
