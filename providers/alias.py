@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,18 +105,19 @@ class AliasProvider(Provider):
             self._garp_task = asyncio.ensure_future(self._garps(count=1))
 
     async def present(self) -> bool:
-        return str(self.vip.addr) in await _SNAPSHOTS.addresses(self._index())
+        # netif's table is dumped once per change the kernel announces and shared by
+        # every VIP: hundreds of checks cost one dump, and an idle check costs none
+        return str(self.vip.addr) in netif.address_table().get(self._index(), ())
 
     def _index(self) -> int:
         try:
-            return socket.if_nametoindex(self.interface)
+            return netif.ifindex(self.interface)
         except OSError:
             raise RuntimeError(f"interface {self.interface} not found") from None
 
     async def _change(self, command: str) -> bool:
         """Add or delete the address; True if something changed (idempotent)."""
         index = self._index()
-        _SNAPSHOTS.invalidate(index)
         # one local netlink request: answered in microseconds, no thread needed
         return netif.change_address(command, index, self.vip.addr, self.prefix)
 
@@ -149,44 +148,6 @@ class AliasProvider(Provider):
                 )
 
 
-class _AddressSnapshots:
-    """One netlink dump of the addresses, shared by every alias provider that asks
-    within MAX_AGE_S: with hundreds of VIPs, one dump per VIP per check made the checks
-    grow with N squared and stalled the advertisements."""
-
-    MAX_AGE_S = 0.5
-
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[float, frozenset[str]]] = {}
-        self._inflight: asyncio.Future[dict[int, frozenset[str]]] | None = None
-
-    def invalidate(self, index: int) -> None:
-        self._cache.pop(index, None)
-
-    async def addresses(self, index: int) -> frozenset[str]:
-        cached = self._cache.get(index)
-        if cached is not None and time.monotonic() - cached[0] < self.MAX_AGE_S:
-            return cached[1]
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._dump())
-        inflight = self._inflight
-        try:
-            by_index = await asyncio.shield(inflight)
-        finally:
-            if self._inflight is inflight and inflight.done():
-                self._inflight = None
-        now = time.monotonic()
-        for idx, addrs in by_index.items():
-            self._cache[idx] = (now, addrs)
-        return by_index.get(index, frozenset())
-
-    @staticmethod
-    async def _dump() -> dict[int, frozenset[str]]:
-        # a local netlink dump answers in microseconds: no thread, no asyncio client
-        return netif.address_table()
-
-
-_SNAPSHOTS = _AddressSnapshots()
 
 
 def create(spec: ProviderSpec, vip: VipConfig, config: Config) -> Any:

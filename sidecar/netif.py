@@ -1,5 +1,6 @@
 """Interface facts through ioctl and raw netlink: address dump, add and delete (they
-work in any network namespace, no /sys needed)."""
+work in any network namespace, no /sys needed). Link states, indexes and the address
+table are cached until the kernel announces a change (_Watch)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 
 from vip_sidecar.inet import IPAddress
@@ -40,6 +42,11 @@ SIOCGIFHWADDR = 0x8927
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 ARPHRD_ETHER = 1
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,107 @@ def _ifreq(name: str) -> bytes:
     return struct.pack("16s24x", name.encode())
 
 
+@dataclass
+class _Watch:
+    """Interface facts kept until the kernel says they changed.
+
+    The housekeeping round asks every second for the carrier, the ifindex and the
+    addresses of each interface, and the alias provider for its address: read afresh,
+    that created and closed four sockets and dumped every address each second, the
+    largest part of an idle daemon's CPU (docs/reliability.md). Here one netlink socket
+    joined to the link and address notification groups is read (non-blocking, usually
+    empty) before answering from the cache; any notification, a lost one (ENOBUFS) or
+    no socket at all empties the cache. The kernel queues the notification of a change
+    before the request that made it returns, so an answer is never older than the last
+    change made before the question."""
+
+    sock: socket.socket | None = None
+    subscribed: bool = False
+    links: dict[str, LinkState] = field(default_factory=dict)
+    indexes: dict[str, int] = field(default_factory=dict)
+    table: dict[int, frozenset[str]] | None = None
+    parsed: dict[int, frozenset[IPAddress]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fresh(self) -> None:
+        """Forget whatever changed since the last call (call with the lock held)."""
+        if not self.subscribed:  # first use, or a forked child: its own socket
+            self.forget()
+            self.sock = _subscribe()
+            self.subscribed = True
+            return
+        if self.sock is None:
+            self.forget()
+            return
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.forget()
+                if exc.errno == errno.ENOBUFS:  # notifications were lost: read again
+                    continue
+                self.sock.close()  # unusable: answer afresh from now on
+                self.sock = None
+                return
+            if data:
+                self.forget()
+
+    def forget(self) -> None:
+        self.links.clear()
+        self.indexes.clear()
+        self.table = None
+        self.parsed.clear()
+
+
+def _subscribe() -> socket.socket | None:
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+    except OSError:
+        return None
+    try:
+        s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+_WATCH = _Watch()
+
+
+def _after_fork() -> None:
+    # the parent's socket hears the same notifications; a child reads its own
+    global _WATCH
+    if _WATCH.sock is not None:
+        _WATCH.sock.close()
+    _WATCH = _Watch()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def link_state(name: str) -> LinkState:
+    with _WATCH.lock:
+        _WATCH.fresh()
+        state = _WATCH.links.get(name)
+        if state is None:
+            state = _WATCH.links[name] = _read_link_state(name)
+        return state
+
+
+def ifindex(name: str) -> int:
+    """socket.if_nametoindex, cached (raises OSError when the interface does not exist)."""
+    with _WATCH.lock:
+        _WATCH.fresh()
+        index = _WATCH.indexes.get(name)
+        if index is None:
+            index = _WATCH.indexes[name] = socket.if_nametoindex(name)
+        return index
+
+
+def _read_link_state(name: str) -> LinkState:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             res = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, _ifreq(name))
@@ -81,18 +188,33 @@ def format_mac(mac: bytes) -> str:
 
 def addresses(name: str) -> set[IPAddress]:
     """Every usable IPv4 and IPv6 address configured on an interface (labels `eth0:1`
-    included: they share the index): what ucarp checks -s against. One netlink address
-    dump, cheap enough for every housekeeping tick (getifaddrs(3) also dumps every link
-    with its statistics, and was the largest item of the idle daemon's CPU)."""
-    index = socket.if_nametoindex(name)
-    return {ip_address(a) for a in address_table().get(index, ())}
+    included: they share the index): what ucarp checks -s against. From the cached
+    netlink address dump (getifaddrs(3) also dumps every link with its statistics, and
+    was once the largest item of the idle daemon's CPU)."""
+    index = ifindex(name)
+    table = address_table()
+    with _WATCH.lock:
+        parsed = _WATCH.parsed.get(index)
+        if parsed is None or _WATCH.table is not table:
+            parsed = frozenset(ip_address(a) for a in table.get(index, ()))
+            if _WATCH.table is table:
+                _WATCH.parsed[index] = parsed
+    return set(parsed)
 
 
 def address_table(timeout: float = 1.0) -> dict[int, frozenset[str]]:
     """Every IPv4 and IPv6 address of every interface by index, as text (IPv6
-    compressed): one RTM_GETADDR dump on a plain netlink socket. The alias provider's
-    drift check shares one such table among all its VIPs; pyroute2's asyncio client cost
-    ~3 ms of set-up per dump."""
+    compressed): one RTM_GETADDR dump on a plain netlink socket, kept until the kernel
+    announces a change (_Watch). Callers must not modify it."""
+    with _WATCH.lock:
+        _WATCH.fresh()
+        if _WATCH.table is None:
+            _WATCH.table = _dump_addresses(timeout)
+        return _WATCH.table
+
+
+def _dump_addresses(timeout: float) -> dict[int, frozenset[str]]:
+    # pyroute2's asyncio client cost ~3 ms of set-up per dump
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
         s.settimeout(timeout)
         s.bind((0, 0))

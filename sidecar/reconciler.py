@@ -266,7 +266,10 @@ class Reconciler:
         within = interval * (1 + CHECK_JITTER) + self.grid_s
         self.ctx.timing = Timing(check_within_s=within, grid_s=self.grid_s)
         try:
-            repaired = await asyncio.wait_for(p.check(self.ctx), timeout=p.timeout)
+            # asyncio.timeout, not wait_for: no task per check (an idle MASTER checks
+            # every second, and each task costs the event loop extra passes)
+            async with asyncio.timeout(p.timeout):
+                repaired = await p.check(self.ctx)
         except Exception as exc:  # any failure to hold the VIP means step down
             error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}"
             self.observe_provider(p.name, ProviderResult("check", False, 0.0, time.time(), error))

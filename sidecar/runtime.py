@@ -20,7 +20,7 @@ from vip_sidecar.log import RateLimitedWarnings, event
 from vip_sidecar.providers.base import Provider
 from vip_sidecar.providers.registry import load_provider
 from vip_sidecar.sdnotify import SystemdBridge
-from vip_sidecar.wakeups import next_housekeeping, sleep_until
+from vip_sidecar.wakeups import next_housekeeping, round_may_start, sleep_until
 
 if TYPE_CHECKING:
     from vip_sidecar.reload import Reloader
@@ -67,10 +67,15 @@ class Runtime:
         self.loop_heartbeat = 0.0
         self._warn = RateLimitedWarnings()
         self._housekeeper: asyncio.Task[None] | None = None
+        self._tick = HOUSEKEEPING_S
         self._carrier: dict[str, bool] = {}
         self.systemd = SystemdBridge(self)
         self.reloader: Reloader | None = None  # set by the CLI: `ctl reload` re-reads its config
         self._src_present: dict[str, bool] = {}
+        # the housekeeping round's wake-up and its due time, for _on_readable
+        self._round: asyncio.Future[None] | None = None
+        self._round_at = 0.0
+        self._round_on_advert = False
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self) -> None:
@@ -185,6 +190,14 @@ class Runtime:
         for received in batch:
             if received.incoming:
                 self.dispatch_decoded(transport.ifname, received.decode())
+        # a BACKUP wakes up for every advert it hears: when the housekeeping round is
+        # nearly due, run it now rather than wake up again for it (one wake-up a second
+        # instead of two; a wake-up is most of an idle daemon's CPU)
+        rnd = self._round
+        now = asyncio.get_running_loop().time()
+        if rnd is not None and not rnd.done() and round_may_start(now, self._round_at, self._tick):
+            self._round_on_advert = True
+            rnd.set_result(None)
 
     def _watch(self, transport: InterfaceTransport) -> None:
         for fd in transport.filenos():
@@ -276,7 +289,7 @@ class Runtime:
         return max(MIN_TICK_S, min([HOUSEKEEPING_S, *periods]))
 
     async def _housekeeping(self) -> None:
-        tick = self.tick_s()
+        tick = self._tick = self.tick_s()
         for inst in self.instances:
             inst.grid_s = tick  # providers are told when their next check() comes
         loop = asyncio.get_running_loop()
@@ -287,8 +300,10 @@ class Runtime:
                 self._count_kernel_drops(ifname)
             for inst in self.instances:
                 inst.housekeeping()
-            when = next_housekeeping(loop.time(), tick, [i.timer_at() for i in self.instances])
-            await sleep_until(loop, when)
+            timers = [i.timer_at() for i in self.instances]
+            when = next_housekeeping(loop.time(), tick, timers, self._round_on_advert)
+            self._round, self._round_at, self._round_on_advert = loop.create_future(), when, False
+            await sleep_until(loop, when, self._round)
 
     def _count_kernel_drops(self, ifname: str) -> None:
         n = self.transports[ifname].take_kernel_drops()
@@ -356,7 +371,7 @@ class Runtime:
         transport = self.transports[ifname]
         old_index = getattr(transport, "ifindex", None)
         try:
-            index = socket.if_nametoindex(ifname)
+            index = netif.ifindex(ifname)
         except OSError:
             return False
         if old_index is None or index == old_index:
@@ -426,7 +441,5 @@ class Runtime:
             if self.reloader is None
             else {"last": self.reloader.last, "pending_provider_swaps": self.reloader.pending()},
             "interface_drops": {f"{i}/{r}": n for (i, r), n in self.iface_drops.items()},
-            "receive_buffer_bytes": {
-                name: t.rcvbuf for name, t in self.transports.items()
-            },
+            "receive_buffer_bytes": {name: t.rcvbuf for name, t in self.transports.items()},
         }

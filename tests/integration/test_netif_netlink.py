@@ -68,3 +68,49 @@ def test_add_delete_dump_are_idempotent_and_match_ip(family):
         assert res.stdout.strip() == str(sorted([h.ip, topo.vip(50)])), res.stdout
     finally:
         topo.close()
+
+
+SCRIPT_WATCH = """
+import subprocess
+from vip_sidecar import netif
+
+def ip(*argv):
+    subprocess.run(["ip", *argv], check=True)
+
+out = []
+t1 = netif.address_table()
+out.append(netif.address_table() is t1)  # nothing changed: the cached table
+ip("addr", "add", "{vip}/32", "dev", "eth0")
+t2 = netif.address_table()
+out.append(t2 is not t1 and "{vip}" in t2[netif.ifindex("eth0")])
+out.append(any(str(a) == "{vip}" for a in netif.addresses("eth0")))
+ip("addr", "del", "{vip}/32", "dev", "eth0")
+out.append(any(str(a) == "{vip}" for a in netif.addresses("eth0")))
+out.append(netif.link_state("eth0").carrier)
+ip("link", "set", "eth0", "down")
+out.append(netif.link_state("eth0").up)
+ip("link", "set", "eth0", "up")
+out.append(netif.link_state("eth0").up)
+ip("link", "add", "d0", "type", "veth", "peer", "name", "d1")
+first = netif.ifindex("d0")
+ip("link", "del", "d0")
+out.append(netif.link_state("d0").exists)
+ip("link", "add", "d0", "type", "veth", "peer", "name", "d1")
+out.append(netif.ifindex("d0") != first)
+print(out)
+"""
+
+
+def test_cached_interface_facts_follow_every_change_at_once():
+    """netif answers from a cache emptied by the kernel's netlink notifications: an
+    unchanged table is the same object, and every change made before a question (address
+    added or deleted, link down and up, interface re-created) is in the answer."""
+    topo = Topology(1)
+    try:
+        h = topo.hosts[0]
+        res = h.run(sys.executable, "-c", SCRIPT_WATCH.format(vip=topo.vip()), check=False)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == str([True, True, True, False, True, False, True, False,
+                                          True]), res.stdout
+    finally:
+        topo.close()
