@@ -148,3 +148,44 @@ def test_replay_protection_is_the_ipv4_guard_keyed_by_the_ipv6_source():
     other = Received6(advert(counter=1), IPv6Address("fe80::9"), GROUP6, 255).decode()
     assert speaker.receive(other) is None
     assert stats.drops["replay"] == 2 and stats.adverts_received == 2
+
+
+UNICAST_OWN, UNICAST_PEER = IPv6Address("2001:db8::2"), IPv6Address("2001:db8::3")
+
+
+@pytest.fixture
+def unicast():
+    cfg = build_config({"interface": "uc0", "pass": "secret", "vhid": 2, "addr": "fd00::100",
+                        "srcip": str(UNICAST_OWN), "peers": [str(UNICAST_PEER)]})
+    with started_runtime(cfg) as runtime:
+        yield runtime
+
+
+@pytest.mark.parametrize(
+    ("payload", "src", "dst", "hops", "reason"),
+    [
+        # the hop limit is not checked in unicast mode (routed peers): the source list,
+        # the destination and the HMAC still stand between a stranger and the election
+        (advert(), IPv6Address("2001:db8::66"), UNICAST_OWN, 255, "not_a_peer"),
+        (advert(), IPv6Address("2001:db8::66"), UNICAST_OWN, 1, "not_a_peer"),
+        (advert(), UNICAST_PEER, IPv6Address("2001:db8::9"), 64, "wrong_group"),
+        (advert(password=b"wrong"), UNICAST_PEER, UNICAST_OWN, 1, "bad_digest"),
+        (bad_checksum(), UNICAST_PEER, UNICAST_OWN, 64, "bad_checksum"),
+    ],
+)
+def test_ipv6_unicast_mode_relaxes_the_hop_limit_and_nothing_else(
+    unicast, payload, src, dst, hops, reason
+):
+    (inst,) = unicast.instances
+    before = (inst.election.state, inst.stats.adverts_received, inst.speaker.master_seen)
+    got = unicast.dispatch_decoded("uc0", Received6(payload, src, dst, hops).decode())
+    assert got is not None and got.value == reason and inst.stats.drops[reason] == 1
+    assert (inst.election.state, inst.stats.adverts_received, inst.speaker.master_seen) == before
+
+
+def test_ipv6_unicast_accepts_a_routed_peer_advert(unicast):
+    # FreeBSD 14's unicast carpaddr6: any hop limit, as long as everything else holds
+    (inst,) = unicast.instances
+    pkt = Received6(advert(), UNICAST_PEER, UNICAST_OWN, 61).decode()
+    assert unicast.dispatch_decoded("uc0", pkt) is None
+    assert inst.stats.adverts_received == 1 and inst.speaker.master_seen.src == str(UNICAST_PEER)
