@@ -1,6 +1,7 @@
 """IPv6 VIPs in network namespaces (issue 12): an IPv6-only link with DAD off, the alias
 provider (nodad address, unsolicited neighbour adverts), ping -6 from a third host,
-a dual-stack process, and hostile IPv6 adverts sent from a namespace."""
+a dual-stack process, hostile IPv6 adverts sent from a namespace, the daemon's own
+announcements and a dual-stack pair imported from Debian interfaces (inet + inet6)."""
 
 import json
 import re
@@ -302,3 +303,51 @@ def test_without_a_provider_the_daemon_announces_both_families_itself(make_topo)
     wait_for(lambda: neighbour_adverts(nd, h1.mac, v6), 3, what="NA for the IPv6 VIP")
     # nothing added the addresses: the announcements came from the daemon itself
     assert not h1.has_address(v4) and not h1.has_address(v6)
+
+
+INTERFACES = """\
+iface eth0 inet static
+    address {ip}/16
+    ucarp-vid 4
+    ucarp-vip {v4}
+    ucarp-password secret
+    ucarp-advskew {skew}
+iface eth0 inet6 static
+    address {ip6}/64
+    ucarp-vid 6
+    ucarp-vip {v6}
+    ucarp-password secret
+    ucarp-advskew {skew}
+iface eth0:ucarp inet static
+    address {v4}
+    netmask 255.255.0.0
+iface eth0:ucarp inet6 static
+    address {v6}
+    netmask 64
+"""
+
+
+def test_debian_interfaces_with_an_inet6_stanza_runs_a_dual_stack_pair(make_topo):
+    # --from-interfaces: the inet6 stanza is an IPv6 VIP with its /64 from eth0:ucarp
+    topo = make_topo(2, family="dual")
+    h1, h2 = topo.hosts
+    v4, v6 = topo.vip(), topo.vip6()
+
+    def start(host, skew):
+        path = topo.workdir / f"interfaces-{host.ns}"
+        path.write_text(INTERFACES.format(ip=host.ip, ip6=host.ip6, v4=v4, v6=v6, skew=skew))
+        return topo.sidecar(host, "--from-interfaces", str(path), name=f"deb-{host.ns}")
+
+    # h2 starts once h1 is master: without preempt, whichever is up first keeps the VIPs
+    a = start(h1, 0)
+    wait_for(lambda: h1.has_address(v4) and h1.has_address(v6), 8, what="both VIPs on h1")
+    b = start(h2, 50)
+    wait_for(lambda: b.state(0) == "BACKUP" and b.state(1) == "BACKUP", 8, what="b BACKUP")
+    assert [(v["name"], v["family"], v["group"]) for v in a.status()["vips"]] == [
+        ("eth0-ucarp", "ipv4", "224.0.0.18"), ("eth0-ucarp6", "ipv6", "ff02::12")
+    ]
+    assert f"{v6}/64" in h1.run("ip", "-o", "-6", "addr", "show", "dev", "eth0").stdout
+    assert not h2.has_address(v4) and not h2.has_address(v6)
+    time.sleep(1)
+    for v in b.status()["vips"]:
+        assert v["counters"]["adverts_received"] > 0 and not v["counters"]["drops"], v
