@@ -50,6 +50,8 @@ class FakeTransport:
         self.sent: list[tuple[str, bytes]] = []
         self.kernel_drops = 0  # what PACKET_STATISTICS would report
         self.rcvbuf = 2 << 20
+        self.ipv6 = True  # False: a kernel without IPv6 (require refuses IPv6 VIPs)
+        self.joined: list[Any] = []
 
     def fileno(self) -> int:
         return self._r
@@ -58,10 +60,13 @@ class FakeTransport:
         return [self._r]
 
     def require(self, ip) -> None:
-        pass
+        if ip.version == 6 and not self.ipv6:  # InterfaceTransport.require's refusal
+            from vip_sidecar.transport import TransportError
+
+            raise TransportError(f"interface {self.ifname}: no IPv6 socket: not supported")
 
     def join(self, group) -> None:
-        pass
+        self.joined.append(group)
 
     def receive(self, limit: int = 64) -> list:
         return []

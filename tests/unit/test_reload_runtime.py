@@ -76,3 +76,32 @@ async def test_rejected_reloads_change_nothing(runtime):
     with pytest.raises(ReloadRejected, match=r"interface: .*No such device"):
         await Reloader(rt, lambda: (unopenable, {})).reload()
     assert (rt.config, list(rt.instances), dict(rt.transports)) == before
+
+
+async def test_a_reload_adds_an_ipv6_vip_and_moves_another_to_ipv6(runtime):
+    rt = runtime
+    v6 = {"srcip": "fe80::2"}
+    new = config(vip("keep", 1), vip("skew", 2, addr="fd00::102", **v6),
+                 vip("gone", 3, interface="old0"), vip("six", 6, addr="fd00::106", **v6))
+    result = await Reloader(rt, lambda: (new, {})).reload()
+    assert result["unchanged"] == ["keep", "gone"]
+    assert result["restarted"] == ["skew"] and result["added"] == ["six"]
+    by_name = {i.cfg.name: i for i in rt.instances}
+    assert [by_name[n].cfg.family for n in ("keep", "skew", "six")] == ["ipv4", "ipv6", "ipv6"]
+    transport = rt.transports["rl0"]
+    assert [str(g) for g in transport.joined[-2:]] == ["ff02::12"] * 2  # skew, six
+    by_name["six"].send_advert(1, 0)
+    assert transport.sent[-1][0] == "ipv6:ff02::12"
+    assert rt._by_vhid[("rl0", 6)] is by_name["six"]
+    assert {str(a) for a in rt._own_src["rl0"]} == {"10.99.0.2", "fe80::2"}
+
+
+async def test_a_reload_to_ipv6_on_an_interface_without_ipv6_changes_nothing(runtime):
+    rt = runtime
+    rt.transports["rl0"].ipv6 = False
+    before = (rt.config, list(rt.instances), dict(rt.transports))
+    new = config(vip("keep", 1), vip("skew", 2), vip("six", 6, addr="fd00::106", srcip="fe80::2"))
+    with pytest.raises(ReloadRejected) as exc:
+        await Reloader(rt, lambda: (new, {})).reload()
+    assert str(exc.value) == "interface: interface rl0: no IPv6 socket: not supported"
+    assert (rt.config, list(rt.instances), dict(rt.transports)) == before
