@@ -3,6 +3,8 @@ provider (nodad address, unsolicited neighbour adverts), ping -6 from a third ho
 a dual-stack process, hostile IPv6 adverts sent from a namespace, the daemon's own
 announcements and a dual-stack pair imported from Debian interfaces (inet + inet6)."""
 
+import hashlib
+import hmac
 import json
 import re
 import signal
@@ -351,3 +353,38 @@ def test_debian_interfaces_with_an_inet6_stanza_runs_a_dual_stack_pair(make_topo
     time.sleep(1)
     for v in b.status()["vips"]:
         assert v["counters"]["adverts_received"] > 0 and not v["counters"]["drops"], v
+
+
+def carp_frames(sniffer):
+    """IPv6 frames with next header 112 (the sniffer keeps every 0x86dd frame)."""
+    return [f for _, f in sniffer.frames() if len(f) >= 54 and f[20] == 112]
+
+
+@pytest.mark.parametrize("mode", ["multicast", "unicast"])
+def test_ipv6_adverts_on_the_wire_are_what_the_bsd_kernels_send(make_topo, mode):
+    # read off h2's wire: the framing comes from the kernel and our socket options
+    topo = make_topo(2, family="ipv6")
+    h1, h2 = topo.hosts
+    vip = topo.vip6()
+    sniff = Sniffer(topo, h2, 0x86DD)
+    if mode == "multicast":
+        src, dst, dst_mac = h1.link_local(), "ff02::12", "333300000012"
+        a = node(topo, h1, vip, srcip=src, providers=())
+    else:
+        src, dst, dst_mac = h1.ip, h2.ip, h2.mac.replace(":", "")
+        a = node(topo, h1, vip, "--peer", h2.ip, providers=())
+    wait_for(lambda: a.state() == "MASTER", 8, what="h1 MASTER")
+    frames = wait_for(lambda: carp_frames(sniff)[:3] if len(carp_frames(sniff)) >= 3 else None,
+                      5, what="three adverts on h2's wire")
+    for f in frames:
+        assert (f[0:6].hex(), f[6:12].hex()) == (dst_mac, h1.mac.replace(":", ""))
+        ip6, carp_hdr = f[14:54], f[54:]
+        assert ip6[0] >> 4 == 6 and ((ip6[0] & 0x0F) << 4 | ip6[1] >> 4) == 56 << 2  # DSCP 56
+        assert int.from_bytes(ip6[4:6], "big") == len(carp_hdr) == 36  # no padding, no ext
+        assert (ip6[6], ip6[7]) == (112, 255)  # next header, hop limit (unicast too)
+        assert ip6[8:24] == _in6(src) and ip6[24:40] == _in6(dst)
+        # the plain sum of the 36 bytes, no pseudo-header (IPV6_CHECKSUM never set)
+        assert carp.internet_checksum(carp_hdr) == 0
+        assert carp_hdr[0] == 0x21 and carp_hdr[1] == 9  # version 2 advert, vhid 9
+        message = bytes([2, 1, 9]) + _in6(vip) + carp_hdr[8:16]
+        assert hmac.new(b"secret", message, hashlib.sha1).digest() == carp_hdr[16:36]
