@@ -97,7 +97,12 @@ UCARP_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
 
 EXTENSION_OPTIONS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("--peer",), "peers", _AppendPeer, "unicast peer address (repeatable; disables multicast)"),
-    (("--disable-garp",), "disable_garp", "flag", "do not send gratuitous ARPs"),
+    (
+        ("--disable-garp",),
+        "disable_garp",
+        "flag",
+        "send no gratuitous ARPs (IPv6: no neighbour adverts)",
+    ),
     (
         ("--replay-protection",),
         "replay_protection",
