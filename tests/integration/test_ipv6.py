@@ -190,6 +190,10 @@ def test_ipv6_unicast_peers_without_multicast(make_topo):
     assert (st["mode"], st["peers"]) == ("unicast", [h1.ip])
     assert st["counters"]["adverts_received"] > 0 and not st["counters"]["drops"]
     assert a.state() == "MASTER" and not h2.has_address(vip)
+    # h3 talks to the VIP before the kill, as in the other failover tests: a ping that
+    # first resolves the VIP after the kill meets nobody for up to the dead interval,
+    # and ping -w gives up once neighbour discovery fails (3 s)
+    assert ping_until_reply(h3, vip, 3) is not None
     a.signal(signal.SIGKILL)
     h1.run("ip", "link", "set", "eth0", "down")  # or its leftover VIP would answer
     took = ping_until_reply(h3, vip, 10)
