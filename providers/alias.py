@@ -34,6 +34,7 @@ NONLOCAL_BIND = {
 class AliasProvider(Provider):
     name = "alias"
     announces = True
+    down_before_init = True
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         super().__init__(spec, vip, config)

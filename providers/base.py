@@ -125,6 +125,10 @@ class Provider:
     can_veto: bool = False
     #: True if this provider sends its own gratuitous ARPs (runtime GARPs stay quiet)
     announces: bool = False
+    #: True if down() needs no init() and only undoes local state (the alias): it then
+    #: also runs at start-up before any provider initialises, so a restarted node's
+    #: stale VIP does not wait for a slow init (a kubernetes client, an API that is down)
+    down_before_init: bool = False
 
     def __init__(self, spec: ProviderSpec, vip: VipConfig, config: Config) -> None:
         self.spec = spec

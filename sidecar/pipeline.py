@@ -80,6 +80,12 @@ class Pipeline:
     async def down(self, ctx: VipContext) -> list[ProviderFailure]:
         return await self._down_each(reversed(self.providers), ctx)
 
+    async def down_before_init(self, ctx: VipContext) -> list[ProviderFailure]:
+        """The start-up clean-up of the providers that can do it before init()."""
+        return await self._down_each(
+            (p for p in reversed(self.providers) if p.down_before_init), ctx
+        )
+
     async def bow_out(self, ctx: VipContext) -> list[ProviderFailure]:
         failures = []
         for p in reversed(self.providers):

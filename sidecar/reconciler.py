@@ -97,6 +97,10 @@ class Reconciler:
         self._checking = False
 
     async def start(self) -> None:
+        # a restarted node's stale VIP goes first: after a kill -9 the kernel answers for
+        # it until someone removes it, and the next Lease holder may already serve it
+        # (docs/reliability.md); the usual start-up down() still follows the transition
+        await self.pipeline.down_before_init(self.ctx)
         self.ready = not await self.pipeline.init()
         self._next_init_retry = self.clock() + INIT_RETRY_S
         self._spawn(self._worker())

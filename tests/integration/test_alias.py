@@ -221,3 +221,25 @@ def test_nonlocal_bind_lets_a_backup_service_bind_the_vip(make_topo):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_a_restarted_node_removes_its_stale_vip_before_a_slow_provider_initialises(make_topo):
+    """After a kill -9 the kernel keeps answering for the VIP until a daemon removes it;
+    with a fence, the next Lease holder may already serve it. The restarted daemon's
+    alias clean-up must not wait for a slow init (chaos --kubernetes found 2-6 s)."""
+    topo = make_topo(1)
+    (h1,) = topo.hosts
+    vip = topo.vip()
+    h1.run("ip", "addr", "add", f"{vip}/32", "dev", h1.ifname)  # the kill -9's leftover
+    calls = topo.workdir / "calls.log"
+    slow = {"name": "tests.integration.testproviders", "id": "slow", "timeout": 10,
+            "init_delay": 3, "log": str(calls)}
+    t0 = time.time()
+    a = node(topo, h1, [slow, ALIAS], "-k", "0")
+    wait_for(lambda: not h1.has_address(vip), 10, what="stale VIP removed")
+    removed = time.time()
+    wait_for(lambda: calls.exists() and "init done" in calls.read_text(), 10, what="slow init")
+    init_done = float(calls.read_text().split()[0])
+    assert removed < init_done, (removed - t0, init_done - t0)
+    deleted = [e for e in a.events() if e.get("event") == "alias_del"]
+    assert deleted, a.text()[-2000:]

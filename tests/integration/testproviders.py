@@ -27,6 +27,8 @@ class FaultyProvider(Provider):
         self.veto_file = Path(str(opts.get("veto_file", "/nonexistent")))
         self.log = Path(str(opts.get("log", "/dev/null")))
         self.init_fail = bool(opts.get("init_fail", False))
+        # a slow init (a kubernetes client's import, an API that is down)
+        self.init_delay = float(opts.get("init_delay", 0))
         # block_file holds seconds: the next check() blocks the whole event loop that
         # long (a wedged daemon, from inside: SIGSTOP would stop every thread instead)
         self.block_file = Path(str(opts.get("block_file", "/nonexistent")))
@@ -38,6 +40,9 @@ class FaultyProvider(Provider):
             fh.write(f"{time.time():.6f} {what}\n")
 
     async def init(self) -> None:
+        if self.init_delay:
+            await asyncio.sleep(self.init_delay)
+            self._record("init done")
         if self.init_fail:
             raise RuntimeError("injected init failure")
 

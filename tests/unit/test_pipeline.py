@@ -97,3 +97,42 @@ async def test_any_exception_becomes_a_failure(exc):
     p = Pipeline([Boom(ProviderSpec(name="boom"), VIP, CFG)])
     failure = await p.up(CTX)
     assert failure is not None and type(exc).__name__ in failure.error
+
+
+class Slow(Rec):
+    """A provider whose init takes a while (a kubernetes client, an API that is down)."""
+
+    async def init(self):
+        self.calls.append(f"{self.name}.init")
+        await asyncio.sleep(0.05)
+
+
+class Local(Rec):
+    down_before_init = True
+
+    async def init(self):
+        self.calls.append(f"{self.name}.init")
+
+
+async def test_local_clean_up_runs_before_any_init_at_start_up():
+    """A restarted node removes its stale VIP before a slow provider initialises: only
+    the providers that say their down() needs no init() (the alias) run early."""
+    from tests.unit.fakes import FakeTransport
+    from vip_sidecar.config import build_config
+    from vip_sidecar.runtime import Runtime
+
+    cfg = build_config({"interface": "pb0", "srcip": "10.99.0.2", "vhid": 3, "pass": "pw",
+                        "addr": "10.99.0.100"})
+    calls: list[str] = []
+    providers = [Slow("fence", calls), Local("alias", calls), Rec("script", calls)]
+    rt = Runtime(cfg, {cfg.vips[0].name: providers}, transport_factory=FakeTransport,
+                 handle_signals=False)
+    await rt.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert calls[:3] == ["alias.down", "fence.init", "alias.init"], calls
+        # then the usual start-up down of every provider, in reverse, after the transition
+        assert calls[3:6] == ["script.down", "alias.down", "fence.down"], calls
+    finally:
+        await rt.shutdown()
