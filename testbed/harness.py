@@ -148,7 +148,7 @@ class SidecarNode(Proc):
         argv = [
             sys.executable,
             "-m",
-            "sidecar",
+            "vip_sidecar",
             "run",
             *args,
             "--log-format",

@@ -93,6 +93,11 @@ class AwsBed:
             srcip=self.srcip(i),
         )
         self.nodes.append(node)
+        # the next node starts only once this one runs its election (status socket up): two
+        # daemons importing boto3 side by side under load can finish in either order, and a
+        # node with a higher advskew that comes up first keeps the VIP (no preempt)
+        wait_for(lambda: node.status() is not None or node.popen.poll() is not None, 30,
+                 what=f"{name} running or exited")
         return node
 
     def check_cli(self, i: int, mode: str, **extra: Any) -> subprocess.CompletedProcess[str]:

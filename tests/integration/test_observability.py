@@ -275,7 +275,7 @@ def test_syslog_facility_is_honoured(make_topo, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "sidecar",
+                "vip_sidecar",
                 "run",
                 "-i",
                 "eth0",
