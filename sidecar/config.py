@@ -211,9 +211,11 @@ def _parse_fields(raw: Mapping[str, Any], where: str, allowed: set[str]) -> dict
 
 def _key_text(key: Any) -> str:
     """A file's key as the error names it: as written when it reads as a name, else its
-    repr (an empty key, a number, control characters would make the field unreadable)."""
+    repr (an empty key, a number, control characters or a colon, which ends the field's name in
+    the error line, would make the field unreadable)."""
     text = str(key)
-    if isinstance(key, str) and text.strip() and text.isprintable() and len(text) <= 64:
+    if (isinstance(key, str) and text.strip() and text.isprintable() and ":" not in text
+            and len(text) <= 64):
         return text
     return repr(key)[:64]
 

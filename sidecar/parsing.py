@@ -113,7 +113,7 @@ def number(lo: float, hi: float | None, *, unit: str = "", lo_open: bool = False
             raise ValueError(f"must be {what} {bounds}, got {value!r}")
         try:
             f = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int past 1e308
             raise ValueError(f"must be {what} {bounds}, got {value!r}") from None
         if not math.isfinite(f):
             raise ValueError(f"must be {what} {bounds}, got {value!r}")

@@ -267,3 +267,17 @@ def test_subprocess_bad_argv_is_one_line():
     assert_accepted_or_one_line(res.returncode, res.stderr)
     assert "-v/--vhid" in res.stderr
 
+
+
+@pytest.mark.parametrize("doc", [
+    # found by the fuzzer: a key that is only a colon ended the field's name in the error line
+    {"interface": "eth0", ":": 1},
+    # found by the fuzzer: an integer past 1e308 made float() raise OverflowError
+    {"interface": "eth0", "script_timeout": 10**400},
+])
+def test_fuzzer_findings_are_one_line_errors(tmp_path, doc):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    code, err = outcome(["run", "--config", str(path)], {})
+    assert code == 2
+    assert_accepted_or_one_line(code, err)
