@@ -150,7 +150,10 @@ def settle_and_check_owner(bed: AwsBed, mode: str, lag: WireLag, nodes: list[Sid
     """After the lag passed: one master, whose ENI owns the VIP, for 3 s in a row (longer
     than a check period, so no check takes it away). The fence may still hand the VIP
     over once after a split brain (a claim that landed late); that master must hold it."""
-    wait_for(lambda: time.monotonic() > lag.settled_at() + 0.2, 2 * LAG_S + 1, what="lag")
+    # the new master's move may still be writing when it logs MASTER (claim tag, a confirm
+    # read through the lag, then the route or address call): each write is hidden for up to
+    # LAG_S, so allow the move's few writes; a node writing without end still fails here
+    wait_for(lambda: time.monotonic() > lag.settled_at() + 0.2, 4 * LAG_S + 6, what="lag")
     deadline = time.monotonic() + 25
     stable_since: float | None = None
     last: SidecarNode | None = None
