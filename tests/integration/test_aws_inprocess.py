@@ -9,13 +9,11 @@ import urllib.request
 
 import pytest
 
-from tests.awsfakes.loopback import fresh_world, loopback_servers
+from tests.awsfakes.loopback import ctx, fresh_world, loopback_provider, loopback_servers
 from tests.awsfakes.world import World
-from vip_sidecar.config import build_config
 from vip_sidecar.providers.aws.errors import AwsPermissionError, AwsVerifyTimeout
 from vip_sidecar.providers.aws.imds import ImdsClient
-from vip_sidecar.providers.aws.provider import AwsProvider, create
-from vip_sidecar.providers.base import VipContext
+from vip_sidecar.providers.aws.provider import AwsProvider
 
 NET = "10.77"
 MACS = ["02:00:00:77:00:01", "02:00:00:77:00:02"]
@@ -34,23 +32,7 @@ def world(servers, monkeypatch) -> World:
 
 def provider(servers, world: World, i: int, mode: str = "secondary-ip", vip: str = VIP,
              **opts) -> AwsProvider:
-    moto, imds = servers
-    # both nodes share the loopback address: IMDS answers for the node under test
-    imds.default = world.imds_instance(world.nodes[i])
-    # raw moto keeps reassigned addresses on both ENIs: the emulator mode removes them;
-    # a short drift_confirm keeps the check tests fast (it is real time here)
-    options = {"name": "aws", "mode": mode, "endpoint_url": moto.url,
-               "imds_endpoint": imds.url, "mac": MACS[i], "emulator_compat": True,
-               "drift_confirm": 0.2, **opts}
-    cfg = build_config({"interface": "lo", "srcip": f"{NET}.0.{i + 1}", "vhid": 3,
-                        "pass": "pw", "addr": vip, "providers": [options]})
-    p = create(cfg.vips[0].providers[0], cfg.vips[0], cfg)
-    assert isinstance(p, AwsProvider)
-    return p
-
-
-def ctx(p: AwsProvider, node: str) -> VipContext:
-    return VipContext(p.vip, node)
+    return loopback_provider(servers, world, i, vip, MACS, f"{NET}.0.{i + 1}", mode, **opts)
 
 
 def test_moto_keeps_duplicates_when_reassigning(servers, world):

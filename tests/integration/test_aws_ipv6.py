@@ -20,14 +20,13 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
-from tests.awsfakes.loopback import fresh_world, loopback_servers
+from tests.awsfakes.loopback import ctx, fresh_world, loopback_provider, loopback_servers
 from tests.awsfakes.moto_server import FaultyMoto
 from tests.awsfakes.world import World
-from vip_sidecar.config import build_config
 from vip_sidecar.providers.aws.errors import AwsConfigError, AwsVerifyTimeout
-from vip_sidecar.providers.aws.provider import AwsProvider, create
+from vip_sidecar.providers.aws.provider import AwsProvider
 from vip_sidecar.providers.aws.secondary import SecondaryIpMode
-from vip_sidecar.providers.base import ProviderConfigError, VipContext
+from vip_sidecar.providers.base import ProviderConfigError
 
 NET = "10.78"
 MACS = ["02:00:00:78:00:01", "02:00:00:78:00:02"]
@@ -51,20 +50,7 @@ def vip6(world: World, host: int = 0x100) -> str:
 
 def provider(servers, world: World, i: int, vip: str, mode: str = "secondary-ip",
              **opts) -> AwsProvider:
-    moto, imds = servers
-    imds.default = world.imds_instance(world.nodes[i])
-    options = {"name": "aws", "mode": mode, "endpoint_url": moto.url,
-               "imds_endpoint": imds.url, "mac": MACS[i], "drift_confirm": 0.2,
-               "emulator_compat": not moto.injector.aws_semantics, **opts}
-    cfg = build_config({"interface": "lo", "srcip": f"fd00:78::{i + 1}", "vhid": 3,
-                        "pass": "pw", "addr": vip, "providers": [options]})
-    p = create(cfg.vips[0].providers[0], cfg.vips[0], cfg)
-    assert isinstance(p, AwsProvider)
-    return p
-
-
-def ctx(p: AwsProvider, node: str) -> VipContext:
-    return VipContext(p.vip, node)
+    return loopback_provider(servers, world, i, vip, MACS, f"fd00:78::{i + 1}", mode, **opts)
 
 
 def order(moto: FaultyMoto, *actions: str) -> list[tuple[str, str]]:
